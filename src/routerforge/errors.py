@@ -9,6 +9,7 @@ its MRO and answers with an OpenAI-style ``{"error": ...}`` body and ``error.htt
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class RouterForgeError(Exception):
@@ -137,10 +138,12 @@ class UpstreamError(RouterForgeError):
         status_code: int | None = None,
         retryable: bool = False,
         hint: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         self.provider = provider
         self.status_code = status_code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s  # the upstream's Retry-After, in seconds, when it sent one
         super().__init__(message, hint=hint)
 
 
@@ -170,3 +173,34 @@ class SpendingCapError(RouterForgeError):
     """An evaluation run reached its hard spending cap."""
 
     exit_code = 3
+
+
+class FallbackExhaustedError(UpstreamError):
+    """Every candidate of a fallback chain failed, was cooling down, or did not fit the request.
+
+    ``attempts`` holds the ``routerforge.backends.reliability.Attempt`` records, in order, so the
+    caller can log them. ``status_code`` and ``retryable`` are those of the last real failure. When
+    no candidate could even be tried because none fits the request (context window, capabilities),
+    ``http_status`` is 400 on the instance: the request, not the upstream, is at fault.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: list[Any] | None = None,
+        provider: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+        hint: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.attempts: list[Any] = list(attempts or [])
+        super().__init__(
+            message,
+            provider=provider,
+            status_code=status_code,
+            retryable=retryable,
+            hint=hint,
+            retry_after_s=retry_after_s,
+        )

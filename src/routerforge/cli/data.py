@@ -1,9 +1,260 @@
-"""Placeholder: command group not written yet."""
+"""``routerforge data``: import, list, inspect, export and delete datasets of eval records."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from routerforge.cli.context import print_json, state
+
+if TYPE_CHECKING:
+    from routerforge.data.records import EvalRecord
+    from routerforge.data.store import Store
+
+data_app = typer.Typer(
+    name="data",
+    help="Import, inspect, export and delete datasets of eval records.",
+    no_args_is_help=True,
+)
+
+IMPORT_FORMATS = ("auto", "routellm-csv", "routerbench-csv", "pulze-jsonl", "wide-jsonl", "long-jsonl", "long-csv")
+EXPORT_FORMATS = ("wide-jsonl", "long-jsonl")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``routerforge data ...`` to ``app``."""
+    app.add_typer(data_app, name="data")
+
+
+def open_store(ctx: typer.Context) -> Store:
+    from routerforge.data.store import Store
+
+    return Store.from_settings(state(ctx).settings)
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    from routerforge.errors import ValidationError
+
+    if value not in allowed:
+        raise ValidationError(f"{option} {value!r} is not one of: {', '.join(allowed)}.")
+    return value
+
+
+def _with_progress(records: Iterator[EvalRecord], enabled: bool) -> Iterator[EvalRecord]:
+    """Show a live count of records read (on stderr, only when it is a terminal)."""
+    if not enabled:
+        yield from records
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield from records
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.completed:,} records"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("reading", total=None)
+        for n, record in enumerate(records, start=1):
+            if n % 500 == 0:
+                progress.update(task, completed=n)
+            yield record
+        progress.update(task, description="writing")
+
+
+@data_app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A file or a folder of files.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Dataset name (created or merged into).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"Input format: {', '.join(IMPORT_FORMATS)}.")
+    ] = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="Abort at the first bad row; nothing is written.")] = False,
+    rule: Annotated[
+        str | None,
+        typer.Option("--rule", help="Duplicate (prompt, model) outcomes: min, mean or last (default: settings, min)."),
+    ] = None,
+    score_scale: Annotated[
+        str | None,
+        typer.Option("--score-scale", help="Range the source's scores use, e.g. 0-10 or 0-100; scaled to [0, 1]."),
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="A note stored with the dataset.")] = None,
+    max_errors: Annotated[int, typer.Option("--max-errors", help="How many bad rows to list.")] = 20,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress display.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
+) -> None:
+    """Import eval records from PATH into dataset NAME (atomic; re-importing the same file changes nothing)."""
+    from routerforge.data.importers import read_records
+    from routerforge.errors import DataError
+
+    _choice(fmt, IMPORT_FORMATS, "--format")
+    settings = state(ctx).settings
+    chosen_rule = _choice(rule or settings.data.duplicate_rule, ("min", "mean", "last"), "--rule")
+    records, read_report = read_records(path, fmt, strict=strict, scale=score_scale, max_issues=max_errors)
+    store = open_store(ctx)
+    try:
+        report = store.import_records(
+            name,
+            _with_progress(records, progress and not as_json),
+            rule=chosen_rule,
+            source=str(path.resolve()),
+            description=description,
+        )
+    finally:
+        store.close()
+    if report.outcomes == 0:
+        detail = f" First problem: {read_report.issues[0]}" if read_report.issues else ""
+        raise DataError(
+            f"No eval records found in {path} ({read_report.rows} rows read, {read_report.skipped} bad).{detail}",
+            hint="Check --format and the file's columns.",
+        )
+    payload = {**report.to_dict(), "read": read_report.to_dict()}
+    if as_json:
+        print_json(payload)
+        return
+    _print_import(payload)
+
+
+def _print_import(payload: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    read = payload["read"]
+    console.print(
+        f"Imported [bold]{payload['dataset']}[/] ({read['format']}, {len(read['files'])} file(s)): "
+        f"{payload['prompts']:,} prompts ({payload['new_prompts']:,} new), {payload['records']:,} records, "
+        f"{len(payload['models'])} models; {payload['duplicates']:,} duplicate outcomes resolved by "
+        f"'{payload['rule']}'."
+    )
+    if read["skipped"]:
+        table = Table(title=f"{read['skipped']:,} bad rows skipped (first {len(read['issues'])})")
+        for column in ("file", "line", "column", "reason"):
+            table.add_column(column)
+        for issue in read["issues"]:
+            table.add_row(
+                Path(issue["path"]).name, str(issue["line"] or ""), issue["column"] or "", issue["reason"]
+            )
+        console.print(table)
+        console.print("Use --strict to abort on the first bad row instead.")
+
+
+@data_app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the datasets in the store."""
+    store = open_store(ctx)
+    try:
+        datasets = [d.to_dict() for d in store.list_datasets()]
+    finally:
+        store.close()
+    if as_json:
+        print_json(datasets)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if not datasets:
+        Console().print("No datasets yet. Import one with `routerforge data import PATH --name NAME`.")
+        return
+    table = Table(title="Datasets")
+    for column, justify in (("name", "left"), ("prompts", "right"), ("records", "right"), ("models", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("created")
+    table.add_column("source", overflow="fold")
+    for d in datasets:
+        table.add_row(
+            d["name"], f"{d['prompts']:,}", f"{d['records']:,}", str(d["models"]), (d["created"] or "")[:19],
+            d["source"] or "",
+        )
+    Console().print(table)
+
+
+@data_app.command("stats")
+def stats_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counts, per-model mean score and cost, oracle score and splits of a dataset."""
+    store = open_store(ctx)
+    try:
+        stats = store.dataset_stats(name)
+    finally:
+        store.close()
+    if as_json:
+        print_json(stats)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    splits = ", ".join(f"{k}: {v:,}" for k, v in stats["splits"].items())
+    console.print(
+        f"[bold]{name}[/]: {stats['prompts']:,} prompts, {stats['records']:,} records, "
+        f"{len(stats['models'])} models, {stats['categories']} categories; splits {splits}"
+    )
+    table = Table()
+    table.add_column("model")
+    table.add_column("n", justify="right")
+    table.add_column("mean score", justify="right")
+    table.add_column("mean cost (USD)", justify="right")
+    for m in stats["models"]:
+        table.add_row(
+            m["id"],
+            f"{m['n']:,}",
+            "-" if m["mean_score"] is None else f"{m['mean_score']:.3f}",
+            "-" if m["mean_cost_usd"] is None else f"{m['mean_cost_usd']:.6f}",
+        )
+    oracle = stats["oracle_score"]
+    table.add_row("[italic]oracle (best per prompt)[/]", "", "-" if oracle is None else f"{oracle:.3f}", "")
+    console.print(table)
+
+
+@data_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    out: Annotated[Path, typer.Argument(help="Output file (written atomically).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="wide-jsonl or long-jsonl.")] = "wide-jsonl",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Export a dataset to wide JSONL (one line per prompt) or long JSONL (one line per outcome)."""
+    from routerforge.data.exporters import export_dataset
+
+    _choice(fmt, EXPORT_FORMATS, "--format")
+    store = open_store(ctx)
+    try:
+        lines = export_dataset(store, name, out, fmt)
+    finally:
+        store.close()
+    if as_json:
+        print_json({"dataset": name, "path": str(out), "format": fmt, "lines": lines})
+    else:
+        typer.echo(f"Wrote {lines:,} lines ({fmt}) to {out}")
+
+
+@data_app.command("delete")
+def delete_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+) -> None:
+    """Delete a dataset with its prompts and eval records."""
+    store = open_store(ctx)
+    try:
+        store.delete_dataset(name)
+    finally:
+        store.close()
+    typer.echo(f"Deleted dataset {name}.")

@@ -1,9 +1,677 @@
-"""Placeholder: command group not written yet."""
+"""Routing commands: ``train``, ``route``, ``bench``, ``calibrate`` and ``router export|import``.
+
+Thin commands: the work is in ``routers.pipeline`` (train/load a router with its embedder),
+``policy`` (choosing a model) and ``evaluate`` (splits, harness, calibration, reports).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from routerforge.cli.context import print_json, state
+from routerforge.errors import ArtifactError, ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from routerforge.config import Settings
+    from routerforge.data.matrix import ScoreMatrix
+
+ROUTING_JSON = "routing.json"  # what `train` knows about the data: dataset, split, models, mean costs
+TRAINING_HASHES = "training_prompts.npy"  # text hashes of the training prompts (held-out checks)
+CALIBRATION_JSON = "calibration.json"  # the calibrated knob the gateway uses
+
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="Router parameter KEY=VALUE, or ROUTER.KEY=VALUE for one router (repeatable)."
+    ),
+]
+StrongOpt = Annotated[
+    str | None, typer.Option("--strong", help="Strong model of a binary (strong/weak) setup.")
+]
+WeakOpt = Annotated[str | None, typer.Option("--weak", help="Weak model of a binary (strong/weak) setup.")]
+
+router_app = typer.Typer(help="Export and import trained routers as one archive.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("train")(train)
+    app.command("route")(route)
+    app.command("bench")(bench)
+    app.command("calibrate")(calibrate)
+    app.add_typer(router_app, name="router")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def parse_params(items: list[str] | None, router: str | None = None) -> dict[str, Any]:
+    """``["k=50", "knn.alpha=0.3"]`` → the parameters for ``router`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"Invalid --param {item!r}.", hint="Use KEY=VALUE or ROUTER.KEY=VALUE, e.g. knn.k=50."
+            )
+        key = key.strip()
+        if "." in key:
+            target, key = key.split(".", 1)
+            if target != router:
+                continue
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _load_matrix(settings: Settings, name: str) -> ScoreMatrix:
+    from routerforge.data.store import Store
+
+    store = Store.from_settings(settings)
+    try:
+        return store.load_matrix(name)
+    finally:
+        store.close()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"Cannot read {path}: {exc}") from exc
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------- train
+def train(
+    ctx: typer.Context,
+    router: Annotated[str, typer.Argument(help="Router family (registry name), e.g. knn, mlp, mf, sw.")],
+    data: Annotated[str, typer.Option("--data", help="Dataset to train on.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the router into.")],
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Train on this split only (default: 'train' when the dataset has it)."),
+    ] = None,
+    param: ParamOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train a router on a dataset and save it as a directory of plain files."""
+    import numpy as np
+
+    from routerforge.data.records import text_hash
+    from routerforge.embed.factory import build_embedder
+    from routerforge.policy.pricing import mean_costs
+    from routerforge.routers.pipeline import train_router
+    from routerforge.routers.registry import router_class
+
+    settings = state(ctx).settings
+    router_class(router)  # unknown router: clear error before loading anything
+    matrix = _load_matrix(settings, data)
+    if matrix.n_models < 2:
+        raise ValidationError(
+            f"Dataset {data!r} has {matrix.n_models} model(s); a router needs at least two."
+        )
+    if split is None and "train" in set(matrix.splits):
+        split = "train"
+    rows = matrix.split_rows(split) if split is not None else np.arange(matrix.n_prompts)
+    if rows.size == 0:
+        present = sorted({s for s in matrix.splits if s})
+        raise ValidationError(
+            f"Dataset {data!r} has no prompts in split {split!r} (splits: {present or 'none'})."
+        )
+    params = parse_params(param, router)
+    embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
+    trained = train_router(router, matrix, rows, embedder, out, **params)
+    np.save(out / TRAINING_HASHES, np.array([text_hash(matrix.prompts[i]) for i in rows], dtype="U32"))
+    info = {
+        "data": data,
+        "split": split,
+        "n_train": int(rows.size),
+        "models": list(matrix.models),
+        "mean_cost_usd": mean_costs(matrix.models, matrix.costs[rows]),
+        "router": router,
+        "params": params,
+    }
+    _write_json(out / ROUTING_JSON, info)
+    del trained
+    if as_json:
+        print_json({"out": str(out), **info})
+    else:
+        _console().print(f"Trained [bold]{router}[/] on {rows.size} prompts of {data!r} → {out}")
+
+
+# --------------------------------------------------------------------------------------------- route
+def route(
+    ctx: typer.Context,
+    router_dir: Annotated[Path, typer.Argument(help="A trained router directory.")],
+    prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Binary: call the strong model when P(strong needed) ≥ this."),
+    ] = None,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="N models: maximise score − λ·price (USD).")
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option("--tolerance", help="N models: cheapest model within this of the best prediction."),
+    ] = None,
+    strong: StrongOpt = None,
+    weak: WeakOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Route one prompt: the chosen model, the predicted score of every model, the knob and why."""
+    from routerforge.routers.pipeline import TrainedRouter
+
+    if sum(x is not None for x in (threshold, lam, tolerance)) > 1:
+        raise ValidationError("Give at most one of --threshold, --lambda and --tolerance.")
+    settings = state(ctx).settings
+    trained = TrainedRouter.load(router_dir, settings)
+    predicted = trained.predict([prompt])
+    explanation = trained.explain(prompt)
+    decision = decide(
+        router_dir,
+        list(trained.models),
+        prompt,
+        predicted,
+        threshold=threshold,
+        lam=lam,
+        tolerance=tolerance,
+        strong=strong,
+        weak=weak,
+    )
+    decision.details["explanation"] = {
+        "router": explanation.router,
+        "reason": explanation.reason,
+        "details": explanation.details,
+    }
+    if as_json:
+        print_json(decision.to_dict())
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"{prompt[:60]!r}")
+    table.add_column("model")
+    table.add_column("predicted score", justify="right")
+    for model, score in decision.predicted.items():
+        mark = " ←" if model == decision.model else ""
+        table.add_row(model + mark, f"{score:.3f}")
+    console.print(table)
+    knob = ", ".join(f"{k}={v:g}" for k, v in decision.knob.items())
+    console.print(f"[bold]{decision.model}[/] ({decision.policy}, {knob}): {decision.reason}")
+    console.print(f"[dim]{explanation.reason}[/]")
+
+
+def decide(
+    router_dir: Path,
+    models: list[str],
+    prompt: str,
+    predicted: Any,
+    *,
+    threshold: float | None = None,
+    lam: float | None = None,
+    tolerance: float | None = None,
+    strong: str | None = None,
+    weak: str | None = None,
+) -> Any:
+    """The routing decision for one prompt from its predicted scores (knob defaults from calibration.json)."""
+    import numpy as np
+
+    from routerforge.policy.binary import BinaryPolicy, strong_probability
+    from routerforge.policy.choice import choose_tolerance, choose_wtp
+    from routerforge.policy.decision import RoutingDecision
+    from routerforge.policy.pricing import query_prices
+
+    pred = np.atleast_2d(np.asarray(predicted, dtype=np.float64))
+    scores = {m: float(v) for m, v in zip(models, pred[0], strict=True)}
+    calib = _read_json(router_dir / CALIBRATION_JSON)
+    info = _read_json(router_dir / ROUTING_JSON)
+    pair = _pair(models, strong, weak, calib)
+    if lam is None and tolerance is None and pair is not None:
+        if threshold is None:
+            threshold = (
+                float(calib.get("knob", {}).get("threshold", 0.5)) if calib.get("policy") == "binary" else 0.5
+            )
+        s, w = pair
+        p = float(strong_probability(pred, models.index(s), models.index(w))[0])
+        chosen = BinaryPolicy(s, w, threshold).choose(models, pred)[0]
+        reason = f"P(strong needed) = {p:.3f} {'≥' if chosen == s else '<'} threshold {threshold:g}"
+        return RoutingDecision(
+            chosen,
+            "binary",
+            {"threshold": threshold},
+            scores,
+            reason,
+            details={"p_strong": p, "strong": s, "weak": w},
+        )
+    prices = query_prices([prompt], models, None, fallback_mean_usd=info.get("mean_cost_usd") or {})
+    if not np.isfinite(prices).all():
+        raise ValidationError(
+            "This router has no prices for its models, so only a binary policy is possible.",
+            hint="Give --strong and --weak (and --threshold), or train on data with costs.",
+        )
+    price_map = {m: float(v) for m, v in zip(models, prices[0], strict=True)}
+    if tolerance is not None:
+        j = int(choose_tolerance(pred, prices, tolerance)[0])
+        reason = f"cheapest model predicted within {tolerance:g} of the best ({max(scores.values()):.3f})"
+        return RoutingDecision(models[j], "tolerance", {"tolerance": tolerance}, scores, reason, price_map)
+    if lam is None:
+        lam = float(calib.get("knob", {}).get("lambda", 0.0)) if calib.get("policy") == "wtp" else 0.0
+    j = int(choose_wtp(pred, prices, lam)[0])
+    reason = f"maximises predicted score − {lam:g}·price (score {scores[models[j]]:.3f}, ${price_map[models[j]]:.6f})"
+    return RoutingDecision(models[j], "wtp", {"lambda": lam}, scores, reason, price_map)
+
+
+def _pair(
+    models: list[str], strong: str | None, weak: str | None, calib: dict[str, Any]
+) -> tuple[str, str] | None:
+    from routerforge.errors import UnknownModelError
+
+    if strong is None and weak is None and calib.get("policy") == "binary":
+        strong, weak = calib.get("strong"), calib.get("weak")
+    if (strong is None) != (weak is None):
+        raise ValidationError("Give both --strong and --weak, or neither.")
+    if strong is not None and weak is not None:
+        for m in (strong, weak):
+            if m not in models:
+                raise UnknownModelError(m, models, hint="The router was trained on these models.")
+        return strong, weak
+    if len(models) == 2:
+        return models[0], models[1]
+    return None
+
+
+# --------------------------------------------------------------------------------------------- bench
+def bench(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option("--data", help="Dataset to train (and, without --test, test) on.")],
+    router: Annotated[
+        list[str], typer.Option("--router", "-r", help="Router family to evaluate (repeatable).")
+    ],
+    folds: Annotated[
+        int | None, typer.Option("--folds", help="K folds grouped by prompt text (default 5).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Use the dataset's own split: test on this one.")
+    ] = None,
+    test: Annotated[
+        str | None, typer.Option("--test", help="Train on --data, test on this dataset (transfer).")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help="'category': hold out whole categories (e.g. MMLU subjects)."),
+    ] = None,
+    strong: StrongOpt = None,
+    weak: WeakOpt = None,
+    drop_prompts: Annotated[
+        Path | None,
+        typer.Option("--drop-prompts", help="Exclude these prompts (JSONL 'eval_prompt' or one per line)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results JSON to this file.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write PNG plots and index.html here.")
+    ] = None,
+    param: ParamOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for folds and the random baseline.")] = 0,
+    latency_sample: Annotated[
+        int, typer.Option("--latency-sample", help="Held-out prompts timed one by one.")
+    ] = 200,
+) -> None:
+    """Benchmark routers on held-out prompts: APGR/CPT (binary) or AIQ and cost–quality (N models)."""
+    from rich.progress import Progress
+
+    from routerforge.embed.factory import build_embedder
+    from routerforge.evaluate.harness import EmbedderEncoder, RouterSpec, run_bench
+    from routerforge.routers.registry import router_class
+
+    settings = state(ctx).settings
+    for name in router:
+        router_class(name)
+    setup = build_setup(
+        settings,
+        data,
+        folds=folds,
+        split=split,
+        test=test,
+        group_by=group_by,
+        strong=strong,
+        weak=weak,
+        drop_prompts=drop_prompts,
+        seed=seed,
+    )
+    specs = [RouterSpec(name, parse_params(param, name)) for name in dict.fromkeys(router)]
+    embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
+    quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
+    console = _console()
+    with Progress(console=console, transient=False) as progress:
+        doc = run_bench(
+            setup,
+            specs,
+            EmbedderEncoder(embedder, progress=True),
+            latency=latency_factory(quick),
+            latency_sample=latency_sample,
+            seed=seed,
+            progress=progress,
+        )
+    doc["embedder"] = getattr(embedder, "id", settings.embed.provider)
+    print_table(doc, console)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(json_out, doc)
+    if report is not None:
+        from routerforge.evaluate.report import write_report
+
+        console.print(f"report: {write_report(doc, report)}")
+
+
+def build_setup(
+    settings: Settings,
+    data: str,
+    *,
+    folds: int | None = None,
+    split: str | None = None,
+    test: str | None = None,
+    group_by: str | None = None,
+    strong: str | None = None,
+    weak: str | None = None,
+    drop_prompts: Path | None = None,
+    seed: int = 0,
+) -> Any:
+    """Load the data and make the folds a ``bench`` invocation describes (shared with the benchmark scripts)."""
+    from routerforge.evaluate.harness import BenchSetup
+    from routerforge.evaluate.splits import (
+        category_folds,
+        dataset_split,
+        prompt_folds,
+        read_prompt_list,
+        transfer_split,
+    )
+    from routerforge.evaluate.splits import (
+        drop_prompts as drop,
+    )
+
+    if sum(x is not None for x in (folds, split, test)) > 1:
+        raise ValidationError("Give only one of --folds, --split and --test.")
+    if group_by not in (None, "category", "prompt"):
+        raise ValidationError(f"--group-by must be 'category' or 'prompt', not {group_by!r}.")
+    matrix = _load_matrix(settings, data)
+    extra: dict[str, Any] = {}
+    if drop_prompts is not None:
+        listed = read_prompt_list(drop_prompts)
+        matrix, matched, removed = drop(matrix, listed)
+        extra["dropped_prompts"] = {
+            "file": str(drop_prompts),
+            "listed": len(listed),
+            "matched": matched,
+            "rows_removed": removed,
+        }
+        _console().print(
+            f"--drop-prompts: {matched} of {len(listed)} listed prompts matched ({removed} rows removed)"
+        )
+    test_matrix = None
+    if test is not None:
+        test_matrix = _load_matrix(settings, test)
+        fold, _ = transfer_split(matrix, test_matrix)
+        fold_list, name = [fold], f"transfer {data} -> {test}"
+    elif split is not None:
+        fold_list, name = dataset_split(matrix, test=split), f"own split (test = {split!r})"
+    elif group_by == "category":
+        k = folds or 5
+        fold_list, name = category_folds(matrix, k, seed=seed), f"{k} folds, whole categories held out"
+    else:
+        k = folds or 5
+        fold_list, name = prompt_folds(matrix, k, seed=seed), f"{k} folds grouped by prompt text"
+    return BenchSetup(matrix, fold_list, test_matrix, strong, weak, name, extra)
+
+
+def latency_factory(embedder: Any) -> Any:
+    """Per-prompt routing with an uncached, single-thread embedder: embed, predict, decide."""
+    import numpy as np
+
+    from routerforge.embed.sparse import Bm25Encoder
+    from routerforge.routers.base import PromptBatch
+
+    bm25 = Bm25Encoder()
+
+    def factory(router: Any) -> Any:
+        def one(text: str) -> int:
+            from routerforge.embed.encode import encode
+
+            dense, _ = encode([text], embedder, sparse=False)
+            batch = PromptBatch([text], dense, bm25.encode_queries([text]))
+            return int(np.argmax(router.predict_scores(batch)[0]))
+
+        return one
+
+    return factory
+
+
+def print_table(doc: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    from routerforge.evaluate.report import single_rows, table_rows
+
+    header, rows = table_rows(doc)
+    table = Table(title=f"{doc['data']} — {doc.get('split', '')} — {doc['n_prompts']} held-out prompts")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("router", "model") else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    header, rows = single_rows(doc)
+    singles = Table(title="single models")
+    for h in header:
+        singles.add_column(h, justify="left" if h == "model" else "right")
+    for r in rows:
+        singles.add_row(*r)
+    console.print(singles)
+
+
+# ----------------------------------------------------------------------------------------- calibrate
+def calibrate(
+    ctx: typer.Context,
+    router_dir: Annotated[Path, typer.Argument(help="A trained router directory.")],
+    data: Annotated[str, typer.Option("--data", help="Dataset whose held-out prompts are used.")],
+    target: Annotated[
+        str, typer.Option("--target", help="strong-share=0.3 | cost-per-1k=2.5 | quality=0.95 | pgr=0.8")
+    ],
+    strong: StrongOpt = None,
+    weak: WeakOpt = None,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save", help="Write calibration.json into the router.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Pick the policy knob that hits a target on held-out prompts, and report expected cost and quality."""
+    from routerforge.evaluate.calibration import parse_target
+    from routerforge.routers.pipeline import TrainedRouter
+
+    settings = state(ctx).settings
+    goal = parse_target(target)
+    trained = TrainedRouter.load(router_dir, settings)
+    models = list(trained.models)
+    matrix = _load_matrix(settings, data)
+    result = calibrate_on(router_dir, trained, matrix, models, goal, strong=strong, weak=weak)
+    result.details["data"] = data
+    if save:
+        _write_json(router_dir / CALIBRATION_JSON, result.to_dict() | result.details)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    knob = ", ".join(f"{k} = {v:.6g}" for k, v in result.knob.items())
+    exp = ", ".join(f"{k} {v:.4g}" for k, v in result.expected.items() if v is not None)
+    status = "" if result.reached else " [yellow](target not reachable; closest point)[/]"
+    _console().print(f"{knob} → expected {exp} on {result.n_heldout} held-out prompts{status}")
+
+
+def calibrate_on(
+    router_dir: Path,
+    trained: Any,
+    matrix: ScoreMatrix,
+    models: list[str],
+    goal: Any,
+    *,
+    strong: str | None = None,
+    weak: str | None = None,
+) -> Any:
+    """Calibrate ``trained`` on the prompts of ``matrix`` it was not trained on."""
+    import numpy as np
+
+    from routerforge.data.records import text_hash
+    from routerforge.evaluate.calibration import calibrate_binary, calibrate_wtp
+    from routerforge.policy.binary import strong_probability
+    from routerforge.policy.pricing import query_prices
+
+    hashes_path = router_dir / TRAINING_HASHES
+    if not hashes_path.is_file():
+        raise ArtifactError(
+            f"{router_dir} does not record its training prompts ({TRAINING_HASHES}), so held-out prompts "
+            "cannot be told apart.",
+            hint="Train it with `routerforge train`.",
+        )
+    seen = set(np.load(hashes_path, allow_pickle=False).tolist())
+    sub = matrix.select_models(models)
+    rows = np.array(
+        [
+            i
+            for i, p in enumerate(sub.prompts)
+            if text_hash(p) not in seen and not np.isnan(sub.scores[i]).any()
+        ],
+        dtype=np.int64,
+    )
+    if rows.size == 0:
+        raise ValidationError(
+            f"Dataset {matrix.name!r} has no prompts with scores that the router was not trained on."
+        )
+    held = sub.take(rows)
+    pred = np.asarray(trained.predict(held.prompts), dtype=np.float64)
+    pair = _pair(models, strong, weak, {})
+    if (pair is not None and goal.kind != "cost-per-1k") or goal.kind in ("strong-share", "pgr"):
+        if pair is None:
+            raise ValidationError("This target needs a strong/weak pair.", hint="Give --strong and --weak.")
+        si, wi = models.index(pair[0]), models.index(pair[1])
+        result = calibrate_binary(
+            strong_probability(pred, si, wi),
+            held.scores[:, si],
+            held.scores[:, wi],
+            goal,
+            cost_strong=held.costs[:, si],
+            cost_weak=held.costs[:, wi],
+        )
+        result.details.update({"strong": pair[0], "weak": pair[1]})
+        return result
+    info = _read_json(router_dir / ROUTING_JSON)
+    decision = query_prices(held.prompts, models, None, fallback_mean_usd=info.get("mean_cost_usd") or {})
+    true_cost = np.where(np.isfinite(held.costs), held.costs, decision)
+    if not np.isfinite(decision).all():
+        raise ValidationError("No prices known for these models; only strong-share/pgr targets are possible.")
+    if pair is not None:  # binary pair with a cost target: use the threshold policy
+        si, wi = models.index(pair[0]), models.index(pair[1])
+        result = calibrate_binary(
+            strong_probability(pred, si, wi),
+            held.scores[:, si],
+            held.scores[:, wi],
+            goal,
+            cost_strong=true_cost[:, si],
+            cost_weak=true_cost[:, wi],
+        )
+        result.details.update({"strong": pair[0], "weak": pair[1]})
+        return result
+    return calibrate_wtp(pred, decision, held.scores, true_cost, goal)
+
+
+# ------------------------------------------------------------------------------------ export / import
+@router_app.command("export")
+def export_router(
+    router_dir: Annotated[Path, typer.Argument(help="A trained router directory.")],
+    archive: Annotated[Path, typer.Argument(help="The .tar.gz file to write.")],
+) -> None:
+    """Pack a router directory into one .tar.gz archive."""
+    from routerforge.routers.artifact import read_router_json
+
+    read_router_json(router_dir)  # refuse to export something that is not a router
+    write_archive(router_dir, archive)
+    _console().print(f"exported {router_dir} → {archive}")
+
+
+@router_app.command("import")
+def import_router(
+    archive: Annotated[Path, typer.Argument(help="A .tar.gz written by `routerforge router export`.")],
+    router_dir: Annotated[Path, typer.Argument(help="Directory to create (must not exist or be empty).")],
+) -> None:
+    """Unpack and validate a router archive into a new directory (atomically)."""
+    extract_archive(archive, router_dir)
+    _console().print(f"imported {archive} → {router_dir}")
+
+
+def write_archive(router_dir: Path, archive: Path) -> None:
+    """Write every regular file under ``router_dir`` into a gzip tar (paths relative, no links)."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(router_dir.rglob("*")):
+            if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                continue
+            tar.add(path, arcname=path.relative_to(router_dir).as_posix(), recursive=False)
+    tmp.replace(archive)
+
+
+def extract_archive(archive: Path, router_dir: Path) -> None:
+    """Extract safely (regular files and dirs only, no absolute paths or '..'), validate, then rename."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    from routerforge.routers.registry import load_router
+
+    if not archive.is_file():
+        raise ArtifactError(f"Archive {archive} does not exist.")
+    if router_dir.exists() and any(router_dir.iterdir()):
+        raise ArtifactError(f"{router_dir} already exists and is not empty.", hint="Choose a new directory.")
+    router_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=router_dir.parent))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    name = Path(member.name)
+                    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                        raise ArtifactError(
+                            f"Archive {archive} has an unsafe entry {member.name!r}; refusing it."
+                        )
+                tar.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ArtifactError(f"{archive} is not a readable router archive: {exc}") from exc
+        load_router(staging)  # validates router.json, the version and the arrays
+        if router_dir.exists():
+            router_dir.rmdir()
+        staging.replace(router_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -36,6 +36,20 @@ class EvalRecord:
     category: str | None = None
     reference: str | None = None
     tags: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # kept as prompt metadata by the store
+    choices: list[str] | None = None  # answer options of a multiple-choice prompt
+
+
+@dataclass(slots=True)
+class PromptItem:
+    """A prompt of a dataset, with or without eval records (evaluation runs start from these)."""
+
+    key: str
+    text: str
+    reference: str | None = None
+    choices: list[str] | None = None
+    category: str | None = None
+    split: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

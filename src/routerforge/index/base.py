@@ -17,6 +17,10 @@ from routerforge.embed.base import SparseVector
 
 QueryMode = Literal["dense", "sparse", "hybrid"]
 
+DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "bm25"
+RRF_K = 60
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -42,8 +46,13 @@ class Index(Protocol):
         limit: int = 10,
         mode: QueryMode = "hybrid",
         prefetch_limit: int | None = None,
+        with_payload: bool = False,
     ) -> list[list[Hit]]:
-        """Batched query: one list of hits (best first) per row of ``dense``."""
+        """Batched query: one list of hits (best first) per row of ``dense``.
+
+        ``mode="hybrid"`` prefetches ``prefetch_limit`` (default ``limit``) dense and sparse candidates and
+        fuses them with reciprocal rank fusion (the hit scores are then RRF scores, not similarities).
+        """
         ...
 
     def count(self) -> int: ...

@@ -1,0 +1,515 @@
+"""Calling candidate models reliably: timeouts, retries, circuit breakers and fallback chains.
+
+:class:`UpstreamPool` is long-lived (one per gateway process or evaluation run). It owns one backend
+and one :class:`CircuitBreaker` per model id, and calls an ordered list of candidate models:
+
+- a candidate whose context window or capabilities do not fit the request is skipped
+  (``backends/fit.py`` explains the prompt-size estimate);
+- a candidate whose breaker is open is skipped; after the cool-down one request probes it (half-open);
+- each tried candidate gets ``spec.max_retries`` retries on *retryable* errors only, waiting
+  exponential backoff with full jitter (``uniform(0, min(cap, base·2^(retry-1)))``), or the upstream's
+  ``Retry-After`` clamped to ``retry_after_cap_s``;
+- every failure of the candidate (retryable or not) moves on to the next candidate;
+- streams fall back only until the first chunk with content is received; after that, an error ends
+  the stream with an :class:`~routerforge.errors.UpstreamError` raised from the iterator.
+
+Each try (and each skip) is recorded as an :class:`Attempt`. When nothing answers,
+:class:`~routerforge.errors.FallbackExhaustedError` carries the attempts.
+
+Time is injectable: ``clock`` (monotonic seconds, for breaker windows and cool-downs) and ``sleep``
+(for backoff waits) are constructor parameters, so tests run without real waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from routerforge.backends.base import ChatBackend, ChatChunk, ChatRequest, ChatResult
+from routerforge.backends.fit import RequestNeeds, misfit
+from routerforge.backends.pricing import spec_cost_usd, with_cost
+from routerforge.backends.registry import build_backend
+from routerforge.backends.spec import ModelSpec
+from routerforge.errors import FallbackExhaustedError, UnknownModelError, UpstreamError
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+AttemptStatus = Literal["ok", "error", "skipped"]
+BreakerState = Literal["closed", "open", "half_open"]
+
+# Failures caused by the request itself say nothing about the model's health.
+_REQUEST_FAULT_STATUS = frozenset({400, 413, 422})
+
+
+@dataclass
+class Attempt:
+    """One try of one candidate model (or the reason it was skipped)."""
+
+    model: str  # ModelSpec.id
+    status: AttemptStatus  # "ok" | "error" | "skipped"
+    latency_ms: float  # wall time of this try (streams: until the end of the stream); 0 when skipped
+    error: str | None = None  # the error message, or why the model was skipped
+    status_code: int | None = None  # upstream HTTP status of a failure, when there was one
+    retry: int = 0  # 0 for the first try of this model, 1 for the first retry, …
+    ttft_ms: float | None = None  # streams: time to the first chunk
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff between retries of one model (how many retries: ``ModelSpec.max_retries``)."""
+
+    base_s: float = 0.25
+    cap_s: float = 8.0
+    retry_after_cap_s: float = 30.0
+
+    def delay_s(self, retry: int, error: UpstreamError, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based) after ``error``."""
+        if error.retry_after_s is not None:
+            return min(max(0.0, error.retry_after_s), self.retry_after_cap_s)
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (retry - 1)))
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """Open after ``failure_threshold`` consecutive failures within ``window_s``; probe after ``cooldown_s``."""
+
+    failure_threshold: int = 5
+    window_s: float = 60.0
+    cooldown_s: float = 30.0
+
+
+class CircuitBreaker:
+    """closed → open (N consecutive failures within the window) → half-open (after the cool-down, one probe).
+
+    A successful probe closes the breaker; a failed one opens it again for another cool-down.
+    """
+
+    def __init__(self, policy: BreakerPolicy | None = None, clock: Clock = time.monotonic) -> None:
+        self.policy = policy or BreakerPolicy()
+        self._clock = clock
+        self._failures: deque[float] = deque()
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or self._clock() - self._opened_at >= self.policy.cooldown_s:
+            return "half_open"
+        return "open"
+
+    def try_acquire(self) -> bool:
+        """May a call go through now? In half-open state only the first caller (the probe) may."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def release(self) -> None:
+        """A call that held the probe ended without a verdict (cancelled): let the next caller probe."""
+        self._probing = False
+
+    def record_success(self) -> None:
+        self._failures.clear()
+        self._opened_at = None
+        self._probing = False
+
+    def record_failure(self) -> None:
+        now = self._clock()
+        if self._opened_at is not None:  # a failed probe (or a late failure): open for another cool-down
+            self._opened_at = now
+            self._probing = False
+            return
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > self.policy.window_s:
+            self._failures.popleft()
+        if len(self._failures) >= self.policy.failure_threshold:
+            self._opened_at = now
+            self._failures.clear()
+
+
+@dataclass
+class ChainResult:
+    """The answer of a fallback chain: the result, the model that gave it, and every attempt."""
+
+    result: ChatResult  # cost_usd filled from usage × the model's prices when the upstream gave none
+    model: ModelSpec
+    attempts: list[Attempt]
+
+
+def counts_against_model(error: UpstreamError) -> bool:
+    """Whether ``error`` is evidence that the model is unhealthy (feeds its circuit breaker)."""
+    return error.status_code not in _REQUEST_FAULT_STATUS
+
+
+class UpstreamPool:
+    """Backends, breakers and the fallback logic for a set of models. See the module docstring.
+
+    ``specs``: models known up front (more can be added with :meth:`add` or passed as candidates).
+    ``build``: spec → backend (default :func:`~routerforge.backends.registry.build_backend`).
+    ``rng``: the jitter source (seed it for reproducible waits).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec] = (),
+        *,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        build: Callable[[ModelSpec], ChatBackend] = build_backend,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.breaker_policy = breaker or BreakerPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._build = build
+        self._specs: dict[str, ModelSpec] = {}
+        self._backends: dict[str, ChatBackend] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._retired: list[ChatBackend] = []
+        for spec in specs:
+            self.add(spec)
+
+    # -- registry of models ----------------------------------------------------------------------
+    def add(self, spec: ModelSpec, backend: ChatBackend | None = None) -> None:
+        """Know ``spec`` (replacing an equal-id spec's definition); optionally with a ready backend."""
+        if spec.id in self._specs and self._specs[spec.id] != spec:
+            old = self._backends.pop(spec.id, None)  # rebuilt lazily from the new spec
+            if old is not None:
+                self._retired.append(old)  # may still serve running calls; closed by aclose()
+        self._specs[spec.id] = spec
+        if backend is not None:
+            self._backends[spec.id] = backend
+
+    @property
+    def models(self) -> list[str]:
+        return list(self._specs)
+
+    def spec(self, model_id: str) -> ModelSpec:
+        try:
+            return self._specs[model_id]
+        except KeyError:
+            raise UnknownModelError(model_id, self._specs) from None
+
+    def backend(self, model_id: str) -> ChatBackend:
+        """The (lazily built, then reused) backend of a known model."""
+        backend = self._backends.get(model_id)
+        if backend is None:
+            backend = self._build(self.spec(model_id))
+            self._backends[model_id] = backend
+        return backend
+
+    def breaker(self, model_id: str) -> CircuitBreaker:
+        breaker = self._breakers.get(model_id)
+        if breaker is None:
+            breaker = CircuitBreaker(self.breaker_policy, self._clock)
+            self._breakers[model_id] = breaker
+        return breaker
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {model_id: b.state for model_id, b in self._breakers.items()}
+
+    async def aclose(self) -> None:
+        backends, self._backends = [*self._backends.values(), *self._retired], {}
+        self._retired = []
+        for backend in backends:
+            await backend.aclose()
+
+    # -- calling ---------------------------------------------------------------------------------
+    def _candidates(self, candidates: Sequence[str | ModelSpec]) -> list[ModelSpec]:
+        out: list[ModelSpec] = []
+        seen: set[str] = set()
+        for item in candidates:
+            if isinstance(item, ModelSpec):
+                if self._specs.get(item.id) != item:
+                    self.add(item)
+                spec = item
+            else:
+                spec = self.spec(item)
+            if spec.id not in seen:
+                seen.add(spec.id)
+                out.append(spec)
+        if not out:
+            raise FallbackExhaustedError("No candidate models were given.", attempts=[])
+        return out
+
+    @staticmethod
+    def _request_for(spec: ModelSpec, request: ChatRequest) -> ChatRequest:
+        timeout = spec.timeout_s if request.timeout_s is None else min(spec.timeout_s, request.timeout_s)
+        return dataclasses.replace(request, model=spec.upstream_name, timeout_s=timeout)
+
+    def _record_failure(self, spec: ModelSpec, error: UpstreamError) -> None:
+        breaker = self.breaker(spec.id)
+        if counts_against_model(error):
+            breaker.record_failure()
+        else:
+            breaker.release()
+
+    def _timeout_error(self, spec: ModelSpec, timeout_s: float) -> UpstreamError:
+        return UpstreamError(
+            f"{spec.id}: no answer within {timeout_s:g} s", provider=spec.provider, retryable=True
+        )
+
+    async def complete(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainResult:
+        """Answer ``request`` with the first candidate that succeeds. Raises ``FallbackExhaustedError``."""
+        specs = self._candidates(candidates)
+        needs = RequestNeeds.of(request)
+        attempts: list[Attempt] = []
+        for spec in specs:
+            reason = misfit(spec, needs)
+            if reason is not None:
+                attempts.append(Attempt(spec.id, "skipped", 0.0, reason))
+                continue
+            breaker = self.breaker(spec.id)
+            backend = self.backend(spec.id)
+            call = self._request_for(spec, request)
+            timeout_s = call.timeout_s or spec.timeout_s
+            for retry in range(spec.max_retries + 1):
+                if not breaker.try_acquire():
+                    attempts.append(Attempt(spec.id, "skipped", 0.0, "circuit open", retry=retry))
+                    break
+                start = time.perf_counter()
+                try:
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            result = await backend.complete(call)
+                    except TimeoutError as exc:
+                        raise self._timeout_error(spec, timeout_s) from exc
+                except UpstreamError as err:
+                    latency_ms = (time.perf_counter() - start) * 1000.0
+                    self._record_failure(spec, err)
+                    attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
+                    if not err.retryable or retry == spec.max_retries:
+                        break
+                    await self._sleep(self.retry.delay_s(retry + 1, err, self._rng))
+                    continue
+                except BaseException:
+                    breaker.release()
+                    raise
+                latency_ms = (time.perf_counter() - start) * 1000.0
+                breaker.record_success()
+                attempts.append(Attempt(spec.id, "ok", latency_ms, retry=retry))
+                if result.latency_ms is None:
+                    result = dataclasses.replace(result, latency_ms=latency_ms)
+                return ChainResult(with_cost(result, spec), spec, attempts)
+        raise _exhausted(attempts)
+
+    async def open_stream(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainStream:
+        """Start streaming from the first candidate that produces content; fall back until then.
+
+        Returns once the model is known (``.model``) and its first content chunk is buffered, so the
+        caller can send response headers. Raises ``FallbackExhaustedError`` when no candidate starts.
+        """
+        specs = self._candidates(candidates)
+        needs = RequestNeeds.of(request)
+        attempts: list[Attempt] = []
+        for spec in specs:
+            reason = misfit(spec, needs)
+            if reason is not None:
+                attempts.append(Attempt(spec.id, "skipped", 0.0, reason))
+                continue
+            breaker = self.breaker(spec.id)
+            backend = self.backend(spec.id)
+            call = self._request_for(spec, request)
+            timeout_s = call.timeout_s or spec.timeout_s
+            for retry in range(spec.max_retries + 1):
+                if not breaker.try_acquire():
+                    attempts.append(Attempt(spec.id, "skipped", 0.0, "circuit open", retry=retry))
+                    break
+                start = time.perf_counter()
+                iterator = aiter(backend.stream(call))
+                head: list[ChatChunk] = []
+                ended = False
+                try:
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            while True:
+                                try:
+                                    chunk = await anext(iterator)
+                                except StopAsyncIteration:
+                                    ended = True
+                                    break
+                                head.append(chunk)
+                                if _has_content(chunk):
+                                    break
+                    except TimeoutError as exc:
+                        raise self._timeout_error(spec, timeout_s) from exc
+                except UpstreamError as err:
+                    await _close(iterator)
+                    latency_ms = (time.perf_counter() - start) * 1000.0
+                    self._record_failure(spec, err)
+                    attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
+                    if not err.retryable or retry == spec.max_retries:
+                        break
+                    await self._sleep(self.retry.delay_s(retry + 1, err, self._rng))
+                    continue
+                except BaseException:
+                    breaker.release()
+                    await _close(iterator)
+                    raise
+                ttft_ms = (time.perf_counter() - start) * 1000.0
+                breaker.record_success()
+                attempt = Attempt(spec.id, "ok", ttft_ms, retry=retry, ttft_ms=ttft_ms)
+                attempts.append(attempt)
+                return ChainStream(self, spec, iterator, head, ended, attempts, attempt, start, timeout_s)
+        raise _exhausted(attempts)
+
+
+def _has_content(chunk: ChatChunk) -> bool:
+    if chunk.delta or chunk.finish_reason is not None or chunk.tokens_out is not None:
+        return True
+    raw = chunk.raw or {}
+    choices = raw.get("choices") or []
+    delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+    return bool(isinstance(delta, dict) and (delta.get("tool_calls") or delta.get("function_call")))
+
+
+async def _close(iterator: AsyncIterator[ChatChunk]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(UpstreamError):  # the stream already failed; closing adds nothing
+            await aclose()
+
+
+def _exhausted(attempts: list[Attempt]) -> FallbackExhaustedError:
+    errors = [a for a in attempts if a.status == "error"]
+    summary = "; ".join(f"{a.model}: {a.error}" for a in attempts) or "no candidates"
+    if not errors and attempts and all(a.error != "circuit open" for a in attempts):
+        err = FallbackExhaustedError(
+            f"No candidate model fits this request ({summary}).",
+            attempts=attempts,
+            hint="Shorten the prompt, lower max_tokens, or add a model with a larger context window "
+            "or the needed capabilities.",
+        )
+        err.http_status = 400
+        err.error_type = "invalid_request_error"
+        return err
+    last = errors[-1] if errors else None
+    return FallbackExhaustedError(
+        f"All candidate models failed ({summary}).",
+        attempts=attempts,
+        status_code=last.status_code if last else None,
+        retryable=True,
+        hint="Retry later; see the attempts for each model's error.",
+    )
+
+
+class ChainStream:
+    """A stream from the model a fallback chain settled on. Iterate once; always ``await aclose()``.
+
+    ``attempts`` (shared with the chain) ends with this model's attempt, which is updated when the
+    stream ends: ``latency_ms`` becomes the total time, ``status`` ``"error"`` on a mid-stream failure.
+    After the stream: ``text``, ``finish_reason``, ``tokens_in``, ``tokens_out``, ``cost_usd``.
+    """
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        model: ModelSpec,
+        iterator: AsyncIterator[ChatChunk],
+        head: list[ChatChunk],
+        ended: bool,
+        attempts: list[Attempt],
+        attempt: Attempt,
+        start: float,
+        timeout_s: float,
+    ) -> None:
+        self.model = model
+        self.attempts = attempts
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+        self.upstream_cost_usd: float | None = None
+        self.error: UpstreamError | None = None
+        self.done = False
+        self._pool = pool
+        self._iterator = iterator
+        self._head = head
+        self._ended = ended
+        self._attempt = attempt
+        self._start = start
+        self._timeout_s = timeout_s
+        self._runner: AsyncGenerator[ChatChunk, None] | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Upstream-reported cost, else usage × the model's prices (``None`` until usage is known)."""
+        if self.upstream_cost_usd is not None:
+            return self.upstream_cost_usd
+        return spec_cost_usd(self.model, self.tokens_in, self.tokens_out)
+
+    def _observe(self, chunk: ChatChunk) -> None:
+        self.text += chunk.delta
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.tokens_in is not None:
+            self.tokens_in = chunk.tokens_in
+        if chunk.tokens_out is not None:
+            self.tokens_out = chunk.tokens_out
+        usage = (chunk.raw or {}).get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("cost"), int | float):
+            self.upstream_cost_usd = float(usage["cost"])
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]:
+        if self._runner is not None:
+            raise RuntimeError("A ChainStream can be iterated only once.")
+        self._runner = self._run()
+        return self._runner
+
+    async def _run(self) -> AsyncGenerator[ChatChunk, None]:
+        for chunk in self._head:
+            self._observe(chunk)
+            yield chunk
+        self._head = []
+        try:
+            while not self._ended:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        chunk = await anext(self._iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise UpstreamError(
+                        f"{self.model.id}: stream stalled for {self._timeout_s:g} s",
+                        provider=self.model.provider,
+                        retryable=True,
+                    ) from exc
+                self._observe(chunk)
+                yield chunk
+        except UpstreamError as err:
+            self.error = err
+            self._attempt.status = "error"
+            self._attempt.error = f"mid-stream: {err}"
+            self._attempt.status_code = err.status_code
+            self._pool._record_failure(self.model, err)
+            raise
+        finally:
+            self._attempt.latency_ms = (time.perf_counter() - self._start) * 1000.0
+        self.done = True
+
+    async def aclose(self) -> None:
+        """Release the upstream connection (also when the client went away mid-stream)."""
+        if not self.done and self.error is None:
+            self._attempt.latency_ms = (time.perf_counter() - self._start) * 1000.0
+        if self._runner is not None:
+            await self._runner.aclose()
+        await _close(self._iterator)

@@ -1,0 +1,209 @@
+"""Pulze evaluation results (JSONL) and Pulze evaluation templates (JSON).
+
+Results: one line per answer with ``question``, ``answering_model``, ``overall_score`` (0-1, their judge),
+dimension grades 0-10 (normalised to [0, 1] in ``dimensions``), ``label``, ``gold_answer`` (kept as the
+prompt's reference) and ``model_answer`` (the response). The prompt key is the text hash of the question,
+so the same question answered by several models is one prompt. The category is the subject at the end of
+the file name (``<template>_<model>_<subject>.jsonl``) when it can be told apart from the model's name.
+
+Templates: :func:`load_pulze_template` gives a plain :class:`PulzeTemplate` (rubric prompt, dimensions with
+weights, pass threshold) that the judges layer turns into an LLM-judge rubric.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from routerforge.data.importers.base import ReadContext, find_files, iter_jsonl, parse_float, parse_score
+from routerforge.data.records import EvalRecord, text_hash
+from routerforge.errors import DataError
+
+SUFFIXES = (".jsonl",)
+DIMENSION_SCALE = (0.0, 10.0)
+REQUIRED = ("question", "answering_model", "overall_score")
+# Fields of a result line that are not dimension grades.
+_NOT_DIMENSIONS = {
+    "question",
+    "gold_answer",
+    "model_answer",
+    "answering_model",
+    "overall_score",
+    "label",
+    "created_at",
+    "evaluation_result_id",
+    "evaluation_run_id",
+    "dataset_item_id",
+    "template_id",
+    "model_response",
+    "rater_response",
+    "metrics_scores",
+}
+
+
+def model_slug(model: str) -> str:
+    """Pulze's file-name form of a model id: ``google/gemini-2.5-pro`` → ``googlegemini_25_pro``."""
+    return re.sub(r"[^a-z0-9_]", "", model.lower().replace("-", "_"))
+
+
+def subject_of(path: Path, model: str) -> str | None:
+    slug = f"_{model_slug(model)}_"
+    stem = path.stem
+    if slug in stem:
+        return stem.rsplit(slug, 1)[1] or None
+    return None
+
+
+def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
+    for file in find_files(path, SUFFIXES, exclude_dirs=("templates", "data")):
+        ctx.report.files.append(str(file))
+        yield from _read_file(file, ctx)
+
+
+def _read_file(file: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
+    where = str(file)
+    for line, obj in iter_jsonl(file, ctx):
+        try:
+            record = _record(obj, where, line, ctx)
+        except DataError as exc:
+            ctx.reject(exc)
+            continue
+        ctx.report.records += 1
+        yield record
+
+
+def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext) -> EvalRecord:
+    for name in REQUIRED:
+        if obj.get(name) is None:
+            raise DataError(f"missing {name!r}", path=where, line=line, column=name)
+    question, model = obj["question"], obj["answering_model"]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError("'question' must be a non-empty string", path=where, line=line, column="question")
+    if not isinstance(model, str) or not model.strip():
+        raise DataError("'answering_model' must be a non-empty string", path=where, line=line, column="answering_model")
+    score = parse_score(obj["overall_score"], ctx.scale, path=where, line=line, column="overall_score")
+    dimensions: dict[str, float] = {}
+    metrics = obj.get("metrics_scores") if isinstance(obj.get("metrics_scores"), dict) else {}
+    for name, value in [*obj.items(), *metrics.items()]:
+        if name in _NOT_DIMENSIONS or isinstance(value, str | dict | list) or value is None:
+            continue
+        grade = parse_score(value, DIMENSION_SCALE, path=where, line=line, column=name)
+        if grade is not None:
+            dimensions[name] = grade
+    label = obj.get("label")
+    template_id = obj.get("template_id")
+    gold = obj.get("gold_answer")
+    answer = obj.get("model_answer", obj.get("model_response"))
+    return EvalRecord(
+        prompt_key=text_hash(question),
+        prompt=question,
+        model=model,
+        score=score,
+        response=answer if isinstance(answer, str) else None,
+        dimensions=dimensions or None,
+        judge=f"pulze-template:{template_id}" if template_id else "pulze",
+        source=where,
+        category=subject_of(Path(where), model),
+        reference=str(gold) if gold is not None else None,
+        tags=[str(label)] if label else None,
+        latency_ms=parse_float(obj.get("latency_ms"), path=where, line=line, column="latency_ms"),
+    )
+
+
+# -- templates ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RubricDimension:
+    name: str
+    weight: float = 1.0
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class PulzeTemplate:
+    """A Pulze multi-dimensional evaluation template as plain data.
+
+    ``overall = sum(weight * grade / 10) / sum(weight)``; an answer passes when overall ≥ ``threshold``.
+    ``prompt`` is the judge's instruction; ``scale`` the grade range of each dimension.
+    """
+
+    name: str
+    prompt: str
+    dimensions: list[RubricDimension]
+    threshold: float | None = None
+    description: str | None = None
+    rater_model: str | None = None
+    scale: tuple[float, float] = DIMENSION_SCALE
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def overall(self, grades: dict[str, float]) -> float:
+        """The overall score in [0, 1] from raw dimension grades (missing dimensions are left out)."""
+        lo, hi = self.scale
+        pairs = [(d.weight, (grades[d.name] - lo) / (hi - lo)) for d in self.dimensions if d.name in grades]
+        total = sum(w for w, _ in pairs)
+        if not pairs or total <= 0:
+            raise DataError(f"No grades for the dimensions of template {self.name!r}.")
+        return sum(w * g for w, g in pairs) / total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "rater_model": self.rater_model,
+            "threshold": self.threshold,
+            "scale": list(self.scale),
+            "dimensions": [{"name": d.name, "weight": d.weight, "description": d.description} for d in self.dimensions],
+            "prompt": self.prompt,
+        }
+
+
+_CRITERION = re.compile(r"^\s*-\s*([A-Za-z][\w ]*?)\s*:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def load_pulze_template(path: str | Path) -> PulzeTemplate:
+    """Parse a Pulze evaluation template JSON file into a :class:`PulzeTemplate`."""
+    file = Path(path)
+    where = str(file)
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{where} does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON ({exc.msg})", path=where, line=exc.lineno) from None
+    if not isinstance(raw, dict):
+        raise DataError("a Pulze template is a JSON object", path=where)
+    prompt = raw.get("evaluation_prompt")
+    config = raw.get("metrics_config")
+    if not isinstance(prompt, str) or not isinstance(config, dict):
+        raise DataError(
+            "not a Pulze evaluation template (needs 'evaluation_prompt' and 'metrics_config')", path=where
+        )
+    metrics = config.get("metrics") or []
+    weights = config.get("weights") if isinstance(config.get("weights"), dict) else {}
+    descriptions = {m.group(1).strip().lower(): m.group(2) for m in _CRITERION.finditer(prompt)}
+    dimensions: list[RubricDimension] = []
+    for item in metrics:
+        if isinstance(item, dict):  # {"name": ..., "weight": ...}
+            name = str(item.get("name"))
+            weight = float(item.get("weight", 1.0))
+        else:
+            name = str(item)
+            weight = float(weights.get(name, 1.0))
+        dimensions.append(RubricDimension(name, weight, descriptions.get(name.lower())))
+    if not dimensions:
+        raise DataError("the template lists no metrics", path=where, column="metrics_config.metrics")
+    threshold = config.get("threshold")
+    return PulzeTemplate(
+        name=str(raw.get("name") or file.stem),
+        prompt=prompt,
+        dimensions=dimensions,
+        threshold=float(threshold) if threshold is not None else None,
+        description=raw.get("description"),
+        rater_model=raw.get("rater_model"),
+        raw=raw,
+    )

@@ -1,0 +1,181 @@
+"""Benchmark reports: PNG plots (matplotlib, Agg backend) and an index.html with the plots and tables.
+
+Input is the results document of :func:`routerforge.evaluate.harness.run_bench`; nothing here computes
+metrics.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+_TARGETS = (0.5, 0.8)
+
+
+def write_report(doc: dict[str, Any], directory: Path) -> Path:
+    """Write the plots and ``index.html`` into ``directory``; returns the path of ``index.html``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    images: list[str] = []
+    if doc.get("mode") == "binary":
+        images.append(_plot_binary(doc, directory / "quality_vs_strong_share.png"))
+    else:
+        images.append(_plot_nmodel(doc, directory / "cost_quality.png"))
+    (directory / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    page = directory / "index.html"
+    page.write_text(_html(doc, images), encoding="utf-8")
+    return page
+
+
+def _figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=110)
+    return plt, fig, ax
+
+
+def _plot_binary(doc: dict[str, Any], path: Path) -> str:
+    plt, fig, ax = _figure()
+    singles = doc["single_models"]
+    r_strong, r_weak = singles[doc["strong"]]["quality"], singles[doc["weak"]]["quality"]
+    for name, entry in doc["routers"].items():
+        xs = [c for c, _ in entry["curve"]]
+        ys = [q for _, q in entry["curve"]]
+        style = "--" if name in ("random", "oracle") else "-"
+        ax.plot(xs, ys, style, marker="o", ms=3, label=f"{name} (APGR {entry['apgr']:.3f})")
+    for frac in _TARGETS:
+        level = r_weak + frac * (r_strong - r_weak)
+        ax.axhline(level, color="grey", lw=0.8, ls=":")
+        ax.text(0.01, level, f"{int(frac * 100)} % PGR", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel(f"share of calls to the strong model ({doc['strong']})")
+    ax.set_ylabel("mean score of chosen answers")
+    ax.set_title(f"{doc['data']}: quality vs strong share ({doc.get('split', '')})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def _plot_nmodel(doc: dict[str, Any], path: Path) -> str:
+    plt, fig, ax = _figure()
+    for name, entry in doc["routers"].items():
+        pts = entry["pareto"]
+        if not pts:
+            continue
+        style = "--" if name in ("random", "oracle") else "-"
+        ax.plot(
+            [c for c, _ in pts],
+            [q for _, q in pts],
+            style,
+            marker=".",
+            label=f"{name} (AIQ {entry['aiq']:.3f})",
+        )
+    for model, s in doc["single_models"].items():
+        ax.scatter([s["cost"]], [s["quality"]], marker="x", color="black", s=25)
+        ax.annotate(model, (s["cost"], s["quality"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean cost per query (USD, log scale)")
+    ax.set_ylabel("mean score")
+    ax.set_title(f"{doc['data']}: cost-quality frontier ({doc.get('split', '')})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value * 100:.1f} %" if pct else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the main results table (shared by the HTML page, markdown and the terminal)."""
+    if doc.get("mode") == "binary":
+        header = ["router", "APGR", "APGR (101)", "CPT(50%)", "CPT(80%)", "fit s", "p50 ms", "p99 ms"]
+        rows = [
+            [
+                name,
+                _fmt(e["apgr"]),
+                _fmt(e["apgr_101"]),
+                _fmt(e["cpt50"], pct=True),
+                _fmt(e["cpt80"], pct=True),
+                _fmt(e.get("fit_s")),
+                _fmt(e.get("predict_ms_p50")),
+                _fmt(e.get("predict_ms_p99")),
+            ]
+            for name, e in doc["routers"].items()
+        ]
+        return header, rows
+    header = [
+        "router",
+        "AIQ",
+        "quality @ best cost",
+        "cost share @ best quality",
+        "fit s",
+        "p50 ms",
+        "p99 ms",
+    ]
+    rows = [
+        [
+            name,
+            _fmt(e["aiq"]),
+            _fmt(e["quality_at_best_cost"]),
+            _fmt(e["cost_share_at_best_quality"], pct=True),
+            _fmt(e.get("fit_s")),
+            _fmt(e.get("predict_ms_p50")),
+            _fmt(e.get("predict_ms_p99")),
+        ]
+        for name, e in doc["routers"].items()
+    ]
+    return header, rows
+
+
+def single_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "quality", "cost / query (USD)"]
+    rows = [[m, _fmt(s["quality"]), _fmt(s.get("cost"))] for m, s in doc["single_models"].items()]
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(doc: dict[str, Any], images: list[str]) -> str:
+    title = f"routerforge benchmark: {doc['data']}"
+    meta = {
+        k: doc.get(k)
+        for k in ("data", "test_data", "split", "folds", "n_prompts", "strong", "weak", "best_single")
+    }
+    meta_rows = [[html.escape(k), _fmt(v)] for k, v in meta.items() if v is not None]
+    imgs = "".join(f'<p><img src="{html.escape(i)}" alt="{html.escape(i)}"></p>' for i in images)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+{_html_table(["setting", "value"], meta_rows)}
+<h2>Routers</h2>{_html_table(*table_rows(doc))}
+<h2>Single models</h2>{_html_table(*single_rows(doc))}
+<h2>Plots</h2>{imgs}
+<p>Numbers are measured on held-out prompts only; see docs/evaluation.md for the definitions.</p>
+</body></html>
+"""

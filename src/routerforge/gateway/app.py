@@ -1,0 +1,272 @@
+"""The FastAPI app: ``create_app(settings, gateway_config)``.
+
+Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``POST /v1/route``,
+``POST /v1/feedback``, ``GET /v1/logs`` and ``GET /v1/logs/{id}`` (own tenant; admin keys: any),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+
+Errors become responses in one place, :func:`error_response`: a ``RouterForgeError`` answers with its
+``http_status`` / ``error_type`` (looked up along the class's MRO, so subclasses inherit them) and an
+OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body; malformed requests answer 400 the
+same way. Request bodies are parsed by hand (not by FastAPI's 422 machinery) so every error looks alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from routerforge import __version__
+from routerforge.config import Settings
+from routerforge.errors import AuthError, RouterForgeError, ValidationError
+from routerforge.gateway.auth import KeyStore, Principal, bearer_token, load_pepper, principal_of
+from routerforge.gateway.config import GatewayConfig
+from routerforge.gateway.metrics import CONTENT_TYPE
+from routerforge.gateway.schemas import ChatCompletionRequest, FeedbackRequest, RouteRequest, error_body
+from routerforge.gateway.service import GatewayService, new_request_id
+
+log = logging.getLogger("routerforge.gateway")
+
+MODEL_HEADER = "x-routerforge-model"
+REQUEST_ID_HEADER = "x-routerforge-request-id"
+ANONYMOUS = Principal(tenant="default", key_id=None)
+M = TypeVar("M", bound=BaseModel)
+
+
+def error_response(exc: BaseException, request_id: str | None = None) -> JSONResponse:
+    """The one mapping from an exception to an HTTP response with an OpenAI-style error body."""
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    if isinstance(exc, RouterForgeError):
+        status = int(getattr(exc, "http_status", 500))
+        body = error_body(str(exc), exc.error_type, param=getattr(exc, "param", None), code=getattr(exc, "code", None))
+        if status == 429:
+            headers = {**(headers or {}), "retry-after": "60" if exc.error_type == "rate_limit_error" else "3600"}
+        return JSONResponse(body, status_code=status, headers=headers)
+    if isinstance(exc, StarletteHTTPException):
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code, headers=headers)
+    log.exception("unhandled error in request %s", request_id, exc_info=exc)
+    return JSONResponse(
+        error_body("Internal error in the gateway.", "server_error", code="internal_error"),
+        status_code=500,
+        headers=headers,
+    )
+
+
+def _pydantic_message(exc: PydanticValidationError) -> tuple[str, str | None]:
+    errs = exc.errors()
+    first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(p) for p in first["loc"]) or None
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs[:5]]
+    return "Invalid request body: " + "; ".join(parts), param
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError as exc:
+        err = ValidationError(f"The request body is not valid JSON: {exc}.")
+        err.code = "invalid_json"  # type: ignore[attr-defined]
+        raise err from exc
+    if not isinstance(payload, dict):
+        raise ValidationError("The request body must be a JSON object.")
+    try:
+        return model.model_validate(payload)
+    except PydanticValidationError as exc:
+        message, param = _pydantic_message(exc)
+        err = ValidationError(message)
+        err.param = param  # type: ignore[attr-defined]
+        raise err from exc
+
+
+def create_app(
+    settings: Settings,
+    gateway_config: GatewayConfig,
+    *,
+    service: GatewayService | None = None,
+    store: bool = True,
+) -> FastAPI:
+    """The gateway app. ``service`` may be passed in (tests, the SDK); else it is built from the settings."""
+    svc = service or GatewayService.from_settings(settings, gateway_config, store=store)
+    keys: KeyStore | None = None
+    if svc.db is not None:
+        keys = KeyStore(svc.db, load_pepper(settings.home, gateway_config.key_pepper_env))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.aclose()
+
+    app = FastAPI(
+        title="routerforge gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service = svc
+    app.state.keys = keys
+
+    @app.exception_handler(RouterForgeError)
+    async def _rf_error(request: Request, exc: RouterForgeError) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(Exception)
+    async def _any_error(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    async def authenticate(request: Request) -> Principal:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            if not gateway_config.require_auth:
+                return ANONYMOUS
+            raise AuthError("Missing API key.", hint="Send 'Authorization: Bearer rf-…' (create one with `routerforge keys create`).")
+        if keys is None:
+            if not gateway_config.require_auth:
+                return ANONYMOUS
+            raise AuthError("This gateway has no key store.")
+        found, info = keys.cached(token)
+        if not found:
+            info = await anyio.to_thread.run_sync(keys.lookup, token)
+        if info is None:
+            raise AuthError("Invalid or revoked API key.")
+        principal = principal_of(info)
+        rpm = principal.requests_per_minute or gateway_config.tenant(principal.tenant).requests_per_minute
+        await svc.limiter.check(principal.key_id or principal.tenant, rpm)
+        return principal
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        request_id = new_request_id()
+        request.state.request_id = request_id
+        principal = await authenticate(request)
+        try:
+            req = await parse_body(request, ChatCompletionRequest)
+        except RouterForgeError as exc:
+            svc.log_failure(principal, request_id, "", exc.http_status, str(exc))
+            raise
+        prep = await svc.prepare(principal, req, request_id)
+        if not req.stream:
+            body = await svc.complete(prep)
+            headers = {MODEL_HEADER: body["model"], REQUEST_ID_HEADER: request_id}
+            return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers)
+        stream = await svc.open_stream(prep)
+        headers = {MODEL_HEADER: stream.model.id, REQUEST_ID_HEADER: request_id, "cache-control": "no-cache"}
+        return StreamingResponse(
+            svc.sse(prep, stream),
+            media_type="text/event-stream",
+            headers=headers,
+            background=BackgroundTask(svc.finish_abandoned, prep, stream),
+        )
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> JSONResponse:
+        principal = await authenticate(request)
+        return JSONResponse({"object": "list", "data": svc.list_models(principal)})
+
+    @app.post("/v1/route")
+    async def route(request: Request) -> JSONResponse:
+        request_id = new_request_id()
+        request.state.request_id = request_id
+        principal = await authenticate(request)
+        body = await parse_body(request, RouteRequest)
+        try:
+            text = body.text()
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        out = await svc.route(principal, body.model, text)
+        out["request_id"] = request_id
+        return JSONResponse(out, headers={MODEL_HEADER: out["model"], REQUEST_ID_HEADER: request_id})
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        principal = await authenticate(request)
+        body = await parse_body(request, FeedbackRequest)
+        out = await anyio.to_thread.run_sync(svc.add_feedback, principal, body)
+        return JSONResponse(out)
+
+    @app.get("/v1/logs")
+    async def logs(
+        request: Request, tenant: str | None = None, since: str | None = None, limit: int = 100
+    ) -> JSONResponse:
+        principal = await authenticate(request)
+        since_dt = _parse_since(since)
+        rows = await anyio.to_thread.run_sync(
+            lambda: svc.list_logs(principal, tenant=tenant, since=since_dt, limit=max(1, min(limit, 1000)))
+        )
+        return JSONResponse({"object": "list", "data": json.loads(json.dumps(rows, default=str))})
+
+    @app.get("/v1/logs/{request_id}")
+    async def log_entry(request: Request, request_id: str) -> JSONResponse:
+        principal = await authenticate(request)
+        row = await anyio.to_thread.run_sync(svc.find_request, principal, request_id)
+        return JSONResponse(json.loads(json.dumps(row, default=str)))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body: dict[str, Any] = {
+            "ready": svc.ready,
+            "routers_loaded": len(svc.routing.loaded),
+            "models": len(gateway_config.models),
+            "breakers": svc.pool.breaker_states(),
+        }
+        return JSONResponse(body, status_code=200 if svc.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _parse_since(value: str | None) -> dt.datetime | None:
+    """``2026-01-31``, an ISO timestamp, or a relative ``15m`` / ``2h`` / ``7d``."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(f"Cannot read since={value!r}.", hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d.") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+parse_since = _parse_since
+
+
+def app_from_environment() -> FastAPI:
+    """``uvicorn --factory`` entry used by ``routerforge serve --workers N``: every worker process builds its
+    app from ``ROUTERFORGE_*`` variables (``serve`` sets them from its flags before starting the workers)."""
+    from routerforge.config import load_settings
+    from routerforge.gateway.config import load_gateway_config
+
+    settings = load_settings()
+    return create_app(settings, load_gateway_config(settings.gateway.config_file))

@@ -1,0 +1,270 @@
+"""The gateway configuration (``gateway.yaml``), validated once at start with clear errors.
+
+```yaml
+models:                       # real candidate models (pass through by id)
+  - id: small
+    provider: openai           # "openai" = any OpenAI-compatible base URL; or a LiteLLM string "openai/gpt-4o-mini"
+    base_url: http://127.0.0.1:9000/v1
+    api_key_env: SMALL_API_KEY # the *name* of an environment variable, never the key itself
+    input_usd_per_mtok: 0.15
+    output_usd_per_mtok: 0.60
+    context_window: 128000
+    capabilities: [tools, json]
+synthetic_models:
+  - name: smart
+    router: knn                # a directory under $ROUTERFORGE_HOME/routers (or an absolute path)
+    models: [small, large]
+    policy: {kind: wtp, knob: 0.5}   # threshold | wtp | tolerance
+    fallbacks: [small]
+tenants:
+  - name: acme
+    daily_usd: 5
+    monthly_usd: 100
+    training_opt_out: true
+limits: {requests_per_minute: 600, max_prompt_chars: 200000, oversize: reject}
+counters: {backend: auto}      # auto | memory | sql | redis
+logging: {store_messages: true, redact: [api_key]}
+```
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from routerforge.backends.spec import ModelSpec
+from routerforge.config import env_value
+from routerforge.errors import ConfigError
+
+Capability = Literal["tools", "json", "vision"]
+PolicyKind = Literal["threshold", "wtp", "tolerance"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """One real candidate model the gateway can call."""
+
+    id: str = Field(description="The model id clients send, and the id routers predict scores for.")
+    provider: str = Field(
+        default="openai",
+        description='"openai" for any OpenAI-compatible base_url, or a LiteLLM provider string such as "anthropic/claude-3-haiku".',
+    )
+    base_url: str | None = None
+    upstream_model: str | None = Field(default=None, description="Model name sent upstream (default: id).")
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the key.")
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    context_window: int | None = Field(default=None, ge=1)
+    capabilities: list[Capability] | None = Field(
+        default=None, description="What the model can do; unset = unknown (assumed to fit every request)."
+    )
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent upstream.")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    fallbacks: list[str] = Field(default_factory=list, description="Models tried, in order, when this one fails.")
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream_model or self.id
+
+    def api_key(self) -> str | None:
+        return env_value(self.api_key_env) if self.api_key_env else None
+
+    def to_spec(self) -> ModelSpec:
+        """The backends layer's :class:`ModelSpec`, with the API key read from ``api_key_env``."""
+        key = self.api_key()
+        return ModelSpec(
+            id=self.id,
+            provider=self.provider,
+            base_url=self.base_url,
+            upstream_model=self.upstream_model,
+            api_key=SecretStr(key) if key else None,
+            headers=self.headers,
+            input_usd_per_mtok=self.input_usd_per_mtok,
+            output_usd_per_mtok=self.output_usd_per_mtok,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+            capabilities=None if self.capabilities is None else frozenset(self.capabilities),
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+    def cost_usd(self, tokens_in: int | None, tokens_out: int | None) -> float:
+        return ((tokens_in or 0) * self.input_usd_per_mtok + (tokens_out or 0) * self.output_usd_per_mtok) / 1e6
+
+    @property
+    def unit_price(self) -> float:
+        """A per-query price proxy for policies: 1,000 input + 500 output tokens."""
+        return self.cost_usd(1000, 500)
+
+
+class PolicyConfig(_Strict):
+    kind: PolicyKind = "wtp"
+    knob: float | None = Field(
+        default=None,
+        description="threshold t in [0,1], λ (USD⁻¹ per query, ≥ 0) or δ (score tolerance, ≥ 0).",
+    )
+    target: str | None = Field(
+        default=None, description="Calibrated target recorded with the router (e.g. 'strong-share=0.3'); informative."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        if self.knob is None:
+            self.knob = {"threshold": 0.5, "wtp": 0.0, "tolerance": 0.05}[self.kind]
+        if self.kind == "threshold" and not 0.0 <= self.knob <= 1.0:
+            raise ValueError(f"a threshold knob must lie in [0, 1], got {self.knob}")
+        if self.knob < 0:
+            raise ValueError(f"the {self.kind} knob must be ≥ 0, got {self.knob}")
+        return self
+
+
+class SyntheticModelConfig(_Strict):
+    """A named synthetic model: a router artifact + candidate models + a policy."""
+
+    name: str
+    router: str = Field(description="Router directory name under the routers dir, or a path.")
+    models: list[str] | None = Field(default=None, description="Candidate models (default: the router's models).")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    fallbacks: list[str] = Field(default_factory=list)
+    tenant: str | None = Field(default=None, description="Only this tenant may use it (default: every tenant).")
+
+
+class TenantConfig(_Strict):
+    name: str
+    daily_usd: float | None = Field(default=None, ge=0)
+    monthly_usd: float | None = Field(default=None, ge=0)
+    training_opt_out: bool = False
+    requests_per_minute: int | None = Field(default=None, ge=1)
+
+
+class LimitsConfig(_Strict):
+    requests_per_minute: int = Field(default=600, ge=1, description="Per API key, fixed one-minute windows.")
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    oversize: Literal["reject", "truncate"] = "reject"
+    low_budget_fraction: float = Field(
+        default=0.2, ge=0, le=1, description="Below this share of budget left, policies shift to cheaper models."
+    )
+
+
+class CountersConfig(_Strict):
+    backend: Literal["auto", "memory", "sql", "redis"] = Field(
+        default="auto",
+        description="auto: sql when the store is PostgreSQL, else memory (single process).",
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "routerforge"
+
+
+class LoggingConfig(_Strict):
+    store_messages: bool = True
+    redact_patterns: list[str] = Field(
+        default_factory=lambda: [r"sk-[A-Za-z0-9_\-]{8,}", r"rf-[A-Za-z0-9_\-]{8,}"],
+        description="Regexes replaced by [REDACTED] in logged messages and responses.",
+    )
+    batch_size: int = Field(default=200, ge=1)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+
+    def compiled(self) -> list[re.Pattern[str]]:
+        return [re.compile(p) for p in self.redact_patterns]
+
+
+class ReliabilityConfig(_Strict):
+    """Retry backoff and circuit breaker of every upstream (retry counts are per model: max_retries)."""
+
+    retry_base_s: float = Field(default=0.25, ge=0)
+    retry_cap_s: float = Field(default=8.0, ge=0)
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open a breaker.")
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class GatewayConfig(_Strict):
+    models: list[ModelConfig] = Field(default_factory=list)
+    synthetic_models: list[SyntheticModelConfig] = Field(default_factory=list)
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    counters: CountersConfig = Field(default_factory=CountersConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
+    require_auth: bool = Field(default=True, description="When false, requests without a key use tenant 'default'.")
+    key_pepper_env: str | None = Field(
+        default=None, description="Env var with the API-key pepper (default: a 0600 file in the home directory)."
+    )
+    default_router_policy: PolicyConfig = Field(
+        default_factory=lambda: PolicyConfig(kind="threshold", knob=0.5),
+        description="Policy of router-<router>-<threshold> names (the threshold comes from the name).",
+    )
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> GatewayConfig:
+        ids = [m.id for m in self.models]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate model ids: {sorted(dup)}")
+        known = set(ids)
+        for m in self.models:
+            bad = [f for f in m.fallbacks if f not in known]
+            if bad:
+                raise ValueError(f"model {m.id!r}: unknown fallbacks {bad}; known models: {sorted(known)}")
+        names = [s.name for s in self.synthetic_models]
+        for s in self.synthetic_models:
+            if names.count(s.name) > 1:
+                raise ValueError(f"duplicate synthetic model name {s.name!r}")
+            if s.name in known:
+                raise ValueError(f"synthetic model {s.name!r} has the same name as a real model")
+            bad = [m for m in [*(s.models or []), *s.fallbacks] if m not in known]
+            if bad:
+                raise ValueError(f"synthetic model {s.name!r}: unknown models {bad}; known: {sorted(known)}")
+        tnames = [t.name for t in self.tenants]
+        if len(set(tnames)) != len(tnames):
+            raise ValueError("duplicate tenant names")
+        return self
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        return None
+
+    def tenant(self, name: str) -> TenantConfig:
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        return TenantConfig(name=name)
+
+
+def load_gateway_config(path: str | Path | None) -> GatewayConfig:
+    """Read and validate ``gateway.yaml``; ``None`` gives an empty config (no models)."""
+    if path is None:
+        return GatewayConfig()
+    p = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Gateway config {p} does not exist.", hint="Check the path given to --config.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Gateway config {p} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Gateway config {p} must hold a mapping at the top level.")
+    return parse_gateway_config(raw, origin=str(p))
+
+
+def parse_gateway_config(raw: dict[str, object], origin: str = "gateway config") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(raw)
+    except PydanticValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        raise ConfigError(f"Invalid {origin}: " + "; ".join(parts)) from exc

@@ -1,0 +1,433 @@
+"""Gateway tables (tenants, API keys, request log + attempts, feedback, shared counters) and their access.
+
+Tables subclass the store's declarative ``Base`` so one Alembic history covers them (revision
+``0101_gateway`` in ``routerforge/migrations/versions``). :class:`GatewayDB` is synchronous; the app
+calls it from worker threads (the log writer, key lookups on a cache miss) and never on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, mapped_column
+
+from routerforge.data.schema import Base
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class GwTenant(Base):
+    __tablename__ = "gw_tenants"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class GwApiKey(Base):
+    __tablename__ = "gw_api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), ForeignKey("gw_tenants.name"), nullable=False, index=True)
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class GwRequest(Base):
+    __tablename__ = "gw_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(32), nullable=False, default="chat")
+    requested_model: Mapped[str] = mapped_column(String(256), nullable=False)
+    synthetic_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    chosen_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    answered_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    messages: Mapped[Any] = mapped_column(JSON, nullable=True)
+    response_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    predicted: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    knob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tokens_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_out: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    routing_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    upstream_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_gw_requests_tenant_time", "tenant", "created_at"),)
+
+
+class GwAttempt(Base):
+    __tablename__ = "gw_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    model: Mapped[str] = mapped_column(String(256), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class GwFeedback(Base):
+    __tablename__ = "gw_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    rating: Mapped[float] = mapped_column(Float, nullable=False)
+    labels: Mapped[Any] = mapped_column(JSON, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class GwCounter(Base):
+    """Shared counters (rate-limit windows, budget spend) when several processes share one database."""
+
+    __tablename__ = "gw_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, index=True)
+
+
+GATEWAY_TABLES = [t.__table__ for t in (GwTenant, GwApiKey, GwRequest, GwAttempt, GwFeedback, GwCounter)]
+
+
+@dataclass
+class KeyInfo:
+    id: str
+    tenant: str
+    name: str | None
+    prefix: str
+    is_admin: bool
+    requests_per_minute: int | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+def _key_info(row: Any) -> KeyInfo:
+    return KeyInfo(
+        id=row["id"],
+        tenant=row["tenant"],
+        name=row["name"],
+        prefix=row["prefix"],
+        is_admin=bool(row["is_admin"]),
+        requests_per_minute=row["requests_per_minute"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+_KEYS = GwApiKey.__table__
+_REQ = GwRequest.__table__
+_ATT = GwAttempt.__table__
+_FB = GwFeedback.__table__
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so the log writer and readers coexist."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def ensure_schema(url: str) -> None:
+    """Create or migrate every table (the store's and the gateway's) with the store's Alembic history."""
+    try:
+        from routerforge.data.store import Store
+    except ImportError:  # the store module is not there (partial install): create the gateway tables only
+        engine = make_engine(url)
+        Base.metadata.create_all(engine, tables=GATEWAY_TABLES)
+        engine.dispose()
+        return
+    store = Store(url)
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
+class GatewayDB:
+    """Synchronous access to the gateway tables."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        if migrate:
+            ensure_schema(url)
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- tenants --------------------------------------------------------------------------------
+    def ensure_tenant(self, name: str, *, training_opt_out: bool | None = None) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(GwTenant.name).where(GwTenant.name == name)).first()
+            if row is None:
+                conn.execute(
+                    insert(GwTenant).values(name=name, training_opt_out=bool(training_opt_out), created_at=utcnow())
+                )
+            elif training_opt_out is not None:
+                conn.execute(update(GwTenant).where(GwTenant.name == name).values(training_opt_out=training_opt_out))
+
+    def tenant_opt_out(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(GwTenant.training_opt_out).where(GwTenant.name == name)).first()
+        return bool(row[0]) if row else False
+
+    def list_tenants(self) -> list[tuple[str, bool]]:
+        with self.engine.connect() as conn:
+            return [(r[0], bool(r[1])) for r in conn.execute(select(GwTenant.name, GwTenant.training_opt_out))]
+
+    # -- keys -----------------------------------------------------------------------------------
+    def add_key(
+        self,
+        *,
+        key_id: str,
+        tenant: str,
+        key_hash: str,
+        prefix: str,
+        name: str | None,
+        is_admin: bool,
+        requests_per_minute: int | None,
+    ) -> KeyInfo:
+        self.ensure_tenant(tenant)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(GwApiKey).values(
+                    id=key_id,
+                    tenant=tenant,
+                    key_hash=key_hash,
+                    prefix=prefix,
+                    name=name,
+                    is_admin=is_admin,
+                    requests_per_minute=requests_per_minute,
+                    created_at=now,
+                )
+            )
+        return KeyInfo(key_id, tenant, name, prefix, is_admin, requests_per_minute, now, None)
+
+    def key_by_hash(self, key_hash: str) -> KeyInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_KEYS).where(_KEYS.c.key_hash == key_hash)).mappings().first()
+        return None if row is None else _key_info(row)
+
+    def list_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[KeyInfo]:
+        stmt = select(_KEYS).order_by(GwApiKey.created_at)
+        if tenant is not None:
+            stmt = stmt.where(GwApiKey.tenant == tenant)
+        if not include_revoked:
+            stmt = stmt.where(GwApiKey.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_key_info(r) for r in conn.execute(stmt).mappings()]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(GwApiKey)
+                .where(GwApiKey.id == key_id, GwApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(res.rowcount)
+
+    # -- request log ----------------------------------------------------------------------------
+    def write_requests(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert a batch of request rows; each may carry ``attempts`` (a list of dicts)."""
+        if not rows:
+            return
+        requests: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
+        for row in rows:
+            r = dict(row)
+            for seq, a in enumerate(r.pop("attempts", None) or []):
+                attempts.append(
+                    {
+                        "request_id": r["id"],
+                        "seq": seq,
+                        "model": a.get("model", ""),
+                        "status": a.get("status", ""),
+                        "status_code": a.get("status_code"),
+                        "latency_ms": a.get("latency_ms"),
+                        "error": a.get("error"),
+                    }
+                )
+            requests.append(r)
+        with self.engine.begin() as conn:
+            conn.execute(insert(GwRequest), requests)
+            if attempts:
+                conn.execute(insert(GwAttempt), attempts)
+
+    def get_request(self, request_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_REQ).where(_REQ.c.id == request_id)).mappings().first()
+            if row is None:
+                return None
+            atts = conn.execute(
+                select(_ATT).where(_ATT.c.request_id == request_id).order_by(_ATT.c.seq)
+            ).mappings()
+            out = dict(row)
+            out["attempts"] = [
+                {
+                    "model": a["model"],
+                    "status": a["status"],
+                    "status_code": a["status_code"],
+                    "latency_ms": a["latency_ms"],
+                    "error": a["error"],
+                }
+                for a in atts
+            ]
+        return out
+
+    def list_requests(
+        self,
+        *,
+        tenant: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 100,
+        with_feedback: bool = False,
+    ) -> list[dict[str, Any]]:
+        stmt = select(_REQ).order_by(_REQ.c.created_at.desc()).limit(limit)
+        if tenant is not None:
+            stmt = stmt.where(GwRequest.tenant == tenant)
+        if since is not None:
+            stmt = stmt.where(GwRequest.created_at >= since)
+        if with_feedback:
+            stmt = stmt.where(GwRequest.id.in_(select(GwFeedback.request_id)))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+            ids = [r["id"] for r in rows]
+            by_id: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+            if ids:
+                for a in conn.execute(
+                    select(_ATT).where(_ATT.c.request_id.in_(ids)).order_by(_ATT.c.seq)
+                ).mappings():
+                    by_id[a["request_id"]].append(
+                        {
+                            "model": a["model"],
+                            "status": a["status"],
+                            "status_code": a["status_code"],
+                            "latency_ms": a["latency_ms"],
+                            "error": a["error"],
+                        }
+                    )
+        for r in rows:
+            r["attempts"] = by_id.get(r["id"], [])
+        return rows
+
+    # -- feedback -------------------------------------------------------------------------------
+    def add_feedback(
+        self, *, request_id: str, tenant: str, rating: float, labels: dict[str, Any], comment: str | None
+    ) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                insert(GwFeedback).values(
+                    request_id=request_id,
+                    tenant=tenant,
+                    rating=rating,
+                    labels=labels,
+                    comment=comment,
+                    created_at=utcnow(),
+                )
+            )
+            pk = res.inserted_primary_key
+        return int(pk[0]) if pk else 0
+
+    def feedback_for(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        ids = list(request_ids)
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not ids:
+            return out
+        with self.engine.connect() as conn:
+            for f in conn.execute(
+                select(_FB).where(_FB.c.request_id.in_(ids)).order_by(_FB.c.created_at)
+            ).mappings():
+                out.setdefault(f["request_id"], []).append(
+                    {"rating": f["rating"], "labels": f["labels"] or {}, "comment": f["comment"], "tenant": f["tenant"]}
+                )
+        return out
+
+    # -- counters (used by ratelimit.SqlCounters) --------------------------------------------------
+    def counter_add(self, key: str, amount: float, ttl_s: float) -> float:
+        """Atomically add ``amount`` to counter ``key`` (created with a TTL) and return the new value."""
+        now = utcnow()
+        expires = now + dt.timedelta(seconds=ttl_s)
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[GwCounter.key], set_={"value": GwCounter.value + stmt.excluded.value}
+            ).returning(GwCounter.value)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[GwCounter.key], set_={"value": GwCounter.value + stmt.excluded.value}
+            ).returning(GwCounter.value)
+        with self.engine.begin() as conn:
+            value = conn.execute(stmt).scalar_one()
+        return float(value)
+
+    def counter_get(self, keys: Sequence[str]) -> list[float]:
+        if not keys:
+            return []
+        with self.engine.connect() as conn:
+            found = dict(conn.execute(select(GwCounter.key, GwCounter.value).where(GwCounter.key.in_(list(keys)))).all())
+        return [float(found.get(k, 0.0)) for k in keys]
+
+    def counters_purge(self) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(GwCounter).where(GwCounter.expires_at < utcnow()))
+        return int(res.rowcount or 0)
+

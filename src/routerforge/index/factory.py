@@ -1,0 +1,33 @@
+"""Open the configured index: Qdrant Edge in a directory (default) or a Qdrant collection by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from routerforge.config import IndexSettings
+from routerforge.errors import ConfigError
+from routerforge.index.base import Index
+
+
+def open_index(
+    settings: IndexSettings | None,
+    *,
+    dim: int,
+    path: str | Path | None = None,
+    collection: str = "routerforge",
+) -> Index:
+    """``settings.kind == "edge"``: an :class:`EdgeIndex` in ``path``; ``"qdrant"``: a :class:`QdrantIndex`
+    collection ``collection`` at ``settings.url`` (``":memory:"`` for qdrant-client's local mode)."""
+    settings = settings or IndexSettings()
+    if settings.kind == "edge":
+        if path is None:
+            raise ConfigError("An edge index needs a directory.", hint="Pass path=… (e.g. settings.index_dir / name).")
+        from routerforge.index.edge import EdgeIndex
+
+        return EdgeIndex(path, dim)
+    if not settings.url:
+        raise ConfigError("index.kind is 'qdrant' but index.url is not set.", hint="Set index.url or ROUTERFORGE_INDEX__URL.")
+    from routerforge.index.qdrant import QdrantIndex
+
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return QdrantIndex(settings.url, collection, dim, api_key=api_key)

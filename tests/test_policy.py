@@ -1,0 +1,170 @@
+"""Policies: binary threshold, willingness to pay, tolerance, hard constraints, prices, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from routerforge.data.records import CandidateModel
+from routerforge.errors import UnknownModelError, ValidationError
+from routerforge.evaluate.calibration import Target, calibrate_binary, calibrate_wtp, parse_target
+from routerforge.policy import (
+    BinaryPolicy,
+    choose_tolerance,
+    choose_wtp,
+    constraint_mask,
+    estimate_tokens,
+    lambda_grid,
+    mean_costs,
+    parse_router_model,
+    query_prices,
+    router_model_name,
+    strong_probability,
+    threshold_for_share,
+)
+
+MODELS = ["big", "mid", "small"]
+PRED = np.array([[0.9, 0.85, 0.2], [0.6, 0.59, 0.58], [0.3, 0.5, 0.4]])
+PRICES = np.array([[10.0, 1.0, 0.1]] * 3)
+
+
+def test_strong_probability_definition() -> None:
+    p = strong_probability(np.array([[0.9, 0.1], [0.5, 0.5], [0.0, 1.0], [0.7, 0.6]]), 0, 1)
+    np.testing.assert_allclose(p, [0.9, 0.5, 0.0, 0.55])
+
+
+def test_binary_policy_threshold() -> None:
+    pred = np.array([[0.9, 0.1], [0.55, 0.5], [0.2, 0.8]])  # p = 0.9, 0.525, 0.2
+    assert BinaryPolicy("s", "w", 0.5).choose(["s", "w"], pred) == ["s", "s", "w"]
+    assert BinaryPolicy("s", "w", 0.6).choose(["s", "w"], pred) == ["s", "w", "w"]
+    assert BinaryPolicy("s", "w", 0.0).choose(["s", "w"], pred) == ["s"] * 3
+    assert BinaryPolicy("w", "s", 0.5).choose(["s", "w"], pred) == ["s", "s", "w"]  # roles, not columns
+    with pytest.raises(UnknownModelError):
+        BinaryPolicy("x", "w").choose(["s", "w"], pred)
+
+
+def test_threshold_for_share() -> None:
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert (p >= threshold_for_share(p, 0.4)).sum() == 2
+    assert (p >= threshold_for_share(p, 0.0)).sum() == 0
+    assert (p >= threshold_for_share(p, 1.0)).sum() == 5
+
+
+def test_synthetic_model_names() -> None:
+    assert parse_router_model("router-knn-0.35") == ("knn", 0.35)
+    assert parse_router_model("router-mf-1") == ("mf", 1.0)
+    assert parse_router_model("gpt-4") is None
+    assert parse_router_model(router_model_name("sw", 0.125)) == ("sw", 0.125)
+
+
+def test_wtp_extremes_and_ties() -> None:
+    assert choose_wtp(PRED, PRICES, 0.0).tolist() == [0, 0, 1]  # best predicted
+    assert choose_wtp(PRED, PRICES, np.inf).tolist() == [2, 2, 2]  # cheapest
+    assert choose_wtp(PRED, PRICES, 0.01).tolist() == [1, 1, 1]  # 0.9-0.1 < 0.85-0.01
+    tied = np.array([[0.5, 0.5, 0.5]])
+    assert choose_wtp(tied, PRICES[:1], 0.0).tolist() == [2]  # tie → cheaper
+
+
+def test_tolerance_policy() -> None:
+    assert choose_tolerance(PRED, PRICES, 0.0).tolist() == [0, 0, 1]
+    assert choose_tolerance(PRED, PRICES, 0.05).tolist() == [1, 2, 1]
+    assert choose_tolerance(PRED, PRICES, 1.0).tolist() == [2, 2, 2]
+    with pytest.raises(ValidationError):
+        choose_tolerance(PRED, PRICES, -0.1)
+
+
+def test_hard_constraints() -> None:
+    prompts = ["short", "x" * 4000]  # ~2 and 1000 estimated tokens
+    mask = constraint_mask(prompts, MODELS, allowed=["big", "small"], context_windows={"small": 500})
+    assert mask.tolist() == [[True, False, True], [True, False, False]]
+    pred = np.array([[0.1, 0.9, 0.5], [0.1, 0.9, 0.5]])
+    assert choose_wtp(pred, PRICES[:2], 0.0, mask).tolist() == [2, 0]
+    with pytest.raises(UnknownModelError):
+        constraint_mask(prompts, MODELS, allowed=["nope"])
+    with pytest.raises(ValidationError, match="No candidate"):
+        choose_wtp(pred, PRICES[:2], 0.0, np.zeros((2, 3), dtype=bool))
+
+
+def test_unknown_prices_are_refused() -> None:
+    prices = PRICES.copy()
+    prices[0, 1] = np.nan
+    with pytest.raises(ValidationError, match="prices are unknown"):
+        choose_wtp(PRED, prices, 1.0)
+    mask = np.ones((3, 3), dtype=bool)
+    mask[0, 1] = False  # an unknown price of a disallowed model does not matter
+    assert choose_wtp(PRED, prices, 0.0, mask)[0] == 0
+
+
+def test_query_prices_rules() -> None:
+    prompts = ["a" * 400, "b" * 40]  # 100 and 10 tokens
+    assert estimate_tokens(prompts[0]) == 100 and estimate_tokens("") == 1
+    records = np.array([[0.5, np.nan, np.nan], [np.nan, np.nan, np.nan]])
+    catalog = {"mid": CandidateModel("mid", input_cost_usd_per_mtok=1000.0, output_cost_usd_per_mtok=2000.0)}
+    prices = query_prices(prompts, MODELS, records, catalog, output_tokens=100)
+    assert prices[0, 0] == 0.5  # the record's own cost
+    assert prices[1, 0] == 0.5  # the model's mean recorded cost
+    assert prices[0, 1] == pytest.approx((100 * 1000 + 100 * 2000) / 1e6)  # list price × tokens
+    assert prices[1, 1] == pytest.approx((10 * 1000 + 100 * 2000) / 1e6)
+    assert np.isnan(prices[:, 2]).all()  # nothing known
+    fallback = query_prices(prompts, MODELS, None, fallback_mean_usd={"small": 0.01})
+    assert (fallback[:, 2] == 0.01).all()
+    assert mean_costs(MODELS, records) == {"big": 0.5}
+
+
+def test_lambda_grid_spans_extremes() -> None:
+    grid = lambda_grid(PRICES)
+    assert grid[0] == 0.0 and np.isinf(grid[-1]) and (np.diff(grid) > 0).all()
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def test_parse_target() -> None:
+    assert parse_target("strong-share=0.3") == Target("strong-share", 0.3)
+    assert parse_target("cost_per_1k=2.5") == Target("cost-per-1k", 2.5)
+    assert parse_target("quality=95%") == Target("quality", 0.95)
+    for bad in ("speed=3", "quality", "quality=abc", "strong-share=2"):
+        with pytest.raises(ValidationError):
+            parse_target(bad)
+
+
+def _binary_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = 400
+    ss, sw = (rng.random(n) < 0.8) * 1.0, (rng.random(n) < 0.5) * 1.0
+    p = np.clip(0.5 + (ss - sw) / 2 + rng.normal(0, 0.3, n), 0, 1)
+    return p, ss, sw
+
+
+def test_calibrate_binary_share_and_quality() -> None:
+    p, ss, sw = _binary_data()
+    res = calibrate_binary(p, ss, sw, Target("strong-share", 0.3))
+    assert res.expected["strong_share"] == pytest.approx(0.3, abs=0.01)
+    assert (p >= res.knob["threshold"]).mean() == pytest.approx(res.expected["strong_share"])
+    chosen = np.where(p >= res.knob["threshold"], ss, sw)
+    assert chosen.mean() == pytest.approx(res.expected["quality"])
+    res_q = calibrate_binary(p, ss, sw, Target("quality", 0.75))
+    assert res_q.reached and res_q.expected["quality"] >= 0.75
+    assert calibrate_binary(p, ss, sw, Target("quality", 0.999)).reached is False
+
+
+def test_calibrate_binary_cost_target() -> None:
+    p, ss, sw = _binary_data()
+    cs, cw = np.full(p.size, 0.01), np.full(p.size, 0.001)
+    res = calibrate_binary(p, ss, sw, Target("cost-per-1k", 4.0), cost_strong=cs, cost_weak=cw)
+    assert res.reached and res.expected["cost_per_1k"] <= 4.0 + 1e-9
+    share = (p >= res.knob["threshold"]).mean()
+    assert 1000 * (share * 0.01 + (1 - share) * 0.001) == pytest.approx(res.expected["cost_per_1k"])
+    with pytest.raises(ValidationError, match="costs"):
+        calibrate_binary(p, ss, sw, Target("cost-per-1k", 4.0))
+
+
+def test_calibrate_wtp() -> None:
+    rng = np.random.default_rng(1)
+    scores = (rng.random((200, 3)) < [0.9, 0.7, 0.4]) * 1.0
+    pred = np.clip(scores * 0.6 + 0.2 + rng.normal(0, 0.1, scores.shape), 0, 1)
+    prices = np.tile([0.01, 0.002, 0.0001], (200, 1))
+    res = calibrate_wtp(pred, prices, scores, prices, Target("cost-per-1k", 3.0))
+    assert res.reached and res.expected["cost_per_1k"] <= 3.0
+    chosen = choose_wtp(pred, prices, res.knob["lambda"])
+    assert 1000 * prices[np.arange(200), chosen].mean() == pytest.approx(res.expected["cost_per_1k"])
+    with pytest.raises(ValidationError, match="strong/weak"):
+        calibrate_wtp(pred, prices, scores, prices, Target("strong-share", 0.3))

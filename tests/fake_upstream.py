@@ -83,6 +83,7 @@ class Call:
     fault: str | None
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    client_port: int | None = None  # the caller's TCP port: equal ports = one kept-alive connection
 
 
 class _BrokenStream(Exception):
@@ -250,8 +251,10 @@ class FakeUpstream:
             self._counts[model] = self._counts.get(model, 0) + 1
             if self.record:
                 safe_headers = {k: v for k, v in headers.items() if k != "authorization"}
+                client = scope.get("client")
+                port = client[1] if client else None
                 self.calls.append(
-                    Call(path, model, stream, fault.kind if fault else None, body, safe_headers)
+                    Call(path, model, stream, fault.kind if fault else None, body, safe_headers, port)
                 )
         await self._answer(send, receive, body, str(model), stream, fault)
 

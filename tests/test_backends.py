@@ -79,6 +79,18 @@ async def test_one_pooled_client_is_reused(up: FakeUpstream) -> None:
     assert up.count("m1") == 2
 
 
+async def test_streams_return_their_connection_to_the_pool(up: FakeUpstream) -> None:
+    """Reading past [DONE] to the end of the body keeps the connection reusable (keep-alive)."""
+    backend = _backend(up)
+    try:
+        for _ in range(3):
+            await _collect(backend, _req())
+        await backend.complete(_req())
+    finally:
+        await backend.aclose()
+    assert len({call.client_port for call in up.calls}) == 1
+
+
 async def test_backend_without_model_sends_request_model(up: FakeUpstream) -> None:
     backend = OpenAICompatBackend(up.base_url, SecretStr(KEY), timeout_s=2)
     try:
@@ -227,7 +239,7 @@ async def test_broken_stream_raises_from_the_iterator(up: FakeUpstream) -> None:
 
 async def test_stalled_stream_times_out(up: FakeUpstream) -> None:
     up.inject(Fault("stall_stream", after_chunks=2))
-    backend = _backend(up, timeout_s=0.2)
+    backend = _backend(up, timeout_s=0.5)
     try:
         with pytest.raises(UpstreamError) as info:
             await _collect(backend, _req())

@@ -1,11 +1,12 @@
 """Retries, circuit breakers and fallback chains over real backends and the fake upstream on loopback.
 
 Time is injected: a fake clock drives breaker windows and cool-downs, a recording sleep replaces
-backoff waits. Real waiting happens only where a real timeout is the subject (≤ 0.2 s).
+backoff waits. Real waiting happens only where a real timeout is the subject (≤ 0.5 s).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from fake_upstream import FakeUpstream, Fault
-from routerforge.backends.base import ChatRequest
+from routerforge.backends.base import ChatChunk, ChatRequest, ChatResult
 from routerforge.backends.reliability import (
     BreakerPolicy,
     ChainStream,
@@ -156,11 +157,18 @@ async def test_no_retry_on_400_but_fallback(up: FakeUpstream, make_pool, sleeps:
 
 
 async def test_retry_after_is_honoured_up_to_a_cap(up: FakeUpstream, make_pool, sleeps: Sleeps) -> None:  # type: ignore[no-untyped-def]
-    up.inject(Fault("status", status=429, retry_after=3), Fault("status", status=429, retry_after=120))
-    pool = make_pool(_spec(up, "m1", max_retries=2), retry=RetryPolicy(retry_after_cap_s=10.0))
-    out = await pool.complete(["m1"], _req())
-    assert out.attempts[-1].status == "ok"
-    assert sleeps.waits == [3.0, 10.0]
+    up.inject(Fault("status", status=429, retry_after=3), Fault("status", status=503, retry_after=2))
+    pool = make_pool(
+        _spec(up, "m1", max_retries=2), _spec(up, "m2"), retry=RetryPolicy(retry_after_cap_s=10.0)
+    )
+    out = await pool.complete(["m1", "m2"], _req())
+    assert out.model.id == "m1" and [a.status for a in out.attempts] == ["error", "error", "ok"]
+    assert sleeps.waits == [3.0, 2.0]
+    # a longer pause than the cap: do not wait, go to the next candidate at once
+    up.inject(Fault("status", status=429, retry_after=120, model="m1"))
+    out = await pool.complete(["m1", "m2"], _req())
+    assert out.model.id == "m2" and sleeps.waits == [3.0, 2.0]
+    assert [(a.model, a.status) for a in out.attempts] == [("m1", "error"), ("m2", "ok")]
 
 
 async def test_malformed_json_falls_back_without_retry(up: FakeUpstream, make_pool) -> None:  # type: ignore[no-untyped-def]
@@ -408,7 +416,7 @@ async def test_mid_stream_break_ends_the_stream_with_an_error(up: FakeUpstream, 
 
 async def test_stalled_stream_times_out_instead_of_hanging(up: FakeUpstream, make_pool) -> None:  # type: ignore[no-untyped-def]
     up.inject(Fault("stall_stream", after_chunks=3, model="m1"))
-    pool = make_pool(_spec(up, "m1", timeout_s=0.2))
+    pool = make_pool(_spec(up, "m1", timeout_s=0.5))
     stream = await pool.open_stream(["m1"], _req())
     with pytest.raises(UpstreamError):
         await _drain(stream)
@@ -448,3 +456,63 @@ async def test_stream_can_be_iterated_once(up: FakeUpstream, make_pool) -> None:
     await _drain(stream)
     with pytest.raises(RuntimeError):
         aiter(stream)
+
+
+async def test_half_open_lets_exactly_one_probe_through(
+    up: FakeUpstream, make_pool, clock: FakeClock
+) -> None:  # type: ignore[no-untyped-def]
+    up.inject(Fault("status", status=500, model="m1"))
+    pool = make_pool(_spec(up, "m1", max_retries=0), _spec(up, "m2"), threshold=1, cooldown_s=10)
+    await pool.complete(["m1", "m2"], _req())
+    assert pool.breaker("m1").state == "open"
+    clock.advance(10)
+    up.inject(Fault("slow", delay_s=0.1, model="m1"))  # the probe takes a while; others arrive meanwhile
+    outs = await asyncio.gather(*(pool.complete(["m1", "m2"], _req()) for _ in range(5)))
+    assert sorted(o.model.id for o in outs) == ["m1", "m2", "m2", "m2", "m2"]
+    assert up.count("m1") == 2 and pool.breaker("m1").state == "closed"
+
+
+async def test_cancelled_probe_frees_the_half_open_slot(
+    up: FakeUpstream, make_pool, clock: FakeClock
+) -> None:  # type: ignore[no-untyped-def]
+    up.inject(Fault("status", status=500, model="m1"))
+    pool = make_pool(_spec(up, "m1", max_retries=0), threshold=1, cooldown_s=10)
+    with pytest.raises(FallbackExhaustedError):
+        await pool.complete(["m1"], _req())
+    clock.advance(10)
+    up.inject(Fault("timeout", model="m1"))
+    task = asyncio.create_task(pool.complete(["m1"], _req()))
+    while up.count("m1") < 2:  # the probe reached the upstream
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.breaker("m1").try_acquire()  # the next caller may probe
+
+
+class _StallingBackend:
+    """An in-process backend without timeouts of its own: one chunk, then silence."""
+
+    name = "stalling"
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        yield ChatChunk(delta="partial")
+        await asyncio.sleep(3600)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_pool_bounds_backends_without_their_own_timeouts(make_pool) -> None:  # type: ignore[no-untyped-def]
+    pool = make_pool(ModelSpec(id="s", timeout_s=0.1, max_retries=0), build=lambda spec: _StallingBackend())
+    with pytest.raises(FallbackExhaustedError) as info:
+        await pool.complete(["s"], _req())
+    assert "no answer within 0.1 s" in (info.value.attempts[0].error or "")
+    stream = await pool.open_stream(["s"], _req())
+    with pytest.raises(UpstreamError, match="stream stalled"):
+        await _drain(stream)
+    assert stream.text == "partial" and stream.attempts[-1].status == "error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -70,9 +71,13 @@ def test_import_stats_list_export_delete(
     assert code == 2 and "No dataset named 'mm'" in err and "Traceback" not in err
 
 
-def test_bad_rows_strict_and_lenient(rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_rows_strict_and_lenient(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "w.jsonl"
-    path.write_text('{"prompt": "a", "scores": {"m": 1}}\n{oops\n{"prompt": "b", "scores": {"m": 4}}\n', encoding="utf-8")
+    path.write_text(
+        '{"prompt": "a", "scores": {"m": 1}}\n{oops\n{"prompt": "b", "scores": {"m": 4}}\n', encoding="utf-8"
+    )
     code, _, err = run(capsys, "data", "import", str(path), "--name", "w", "--strict")
     assert code == 2
     assert err.count("\n") == 1 and "w.jsonl:2" in err and "invalid JSON" in err
@@ -86,11 +91,15 @@ def test_bad_rows_strict_and_lenient(rf_home: Path, tmp_path: Path, capsys: pyte
     code, out, _ = run(capsys, "data", "import", str(path), "--name", "w")
     assert code == 0 and "2 bad rows skipped" in out
 
-    code, out, _ = run(capsys, "data", "import", str(path), "--name", "w10", "--score-scale", "0-10", "--json")
+    code, out, _ = run(
+        capsys, "data", "import", str(path), "--name", "w10", "--score-scale", "0-10", "--json"
+    )
     assert json.loads(out)["records"] == 2
 
 
-def test_usage_errors_are_one_line(rf_home: Path, tmp_path: Path, responses: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line(
+    rf_home: Path, tmp_path: Path, responses: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(capsys, "data", "import", str(tmp_path / "nope.csv"), "--name", "x")
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
     code, _, err = run(capsys, "data", "import", str(responses), "--name", "x", "--format", "excel")
@@ -109,7 +118,8 @@ def test_usage_errors_are_one_line(rf_home: Path, tmp_path: Path, responses: Pat
 
 
 def test_models_commands(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("litellm", reason="the litellm extra is not installed")
+    if importlib.util.find_spec("litellm") is None:
+        pytest.skip("the litellm extra is not installed")
     code, out, _ = run(capsys, "models", "add", "mini", "--provider", "openai/gpt-4o-mini", "--json")
     added = json.loads(out)
     assert code == 0
@@ -117,7 +127,16 @@ def test_models_commands(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "gpt-4o-mini" in added["defaults_from"]
 
     code, out, _ = run(
-        capsys, "models", "add", "mini", "--provider", "openai/gpt-4o-mini", "--input-price", "1.5", "-c", "no-vision"
+        capsys,
+        "models",
+        "add",
+        "mini",
+        "--provider",
+        "openai/gpt-4o-mini",
+        "--input-price",
+        "1.5",
+        "-c",
+        "no-vision",
     )
     assert code == 0
     code, out, _ = run(capsys, "models", "show", "mini", "--json")

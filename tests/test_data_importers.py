@@ -30,14 +30,16 @@ def jsonl(path: Path, rows: list[dict]) -> Path:
     return write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-ROUTELLM = 'prompt,model-a,model-b\n"What is 1+1?\nA. 2\nAnswer:",True,False\nSecond,False,True\nSecond,True,True\n'
+ROUTELLM = (
+    'prompt,model-a,model-b\n"What is 1+1?\nA. 2\nAnswer:",True,False\nSecond,False,True\nSecond,True,True\n'
+)
 
 ROUTERBENCH_HEADER = ",sample_id,prompt,eval_name,m1,m2,m1|model_response,m2|model_response,m1|total_cost,m2|total_cost,oracle_model_to_route_to\n"
 
 
 def routerbench_row(idx: int, sid: str, prompt: list[str], s1: str, s2: str) -> str:
     literal = repr(prompt).replace('"', '""')
-    return f"{idx},{sid},\"{literal}\",arc,{s1},{s2},\"['A']\",\"['B']\",0.001,0.0001,m1\n"
+    return f'{idx},{sid},"{literal}",arc,{s1},{s2},"[\'A\']","[\'B\']",0.001,0.0001,m1\n'
 
 
 # -- RouteLLM --------------------------------------------------------------------------------------
@@ -153,7 +155,9 @@ def pulze_line(question: str, model: str, score: float, **extra: object) -> dict
 
 def test_pulze_results(tmp_path: Path) -> None:
     results = tmp_path / "pulze" / "results"
-    jsonl(results / "tmpl_googlegemini_25_pro_anatomy.jsonl", [pulze_line("Q1", "google/gemini-2.5-pro", 0.9)])
+    jsonl(
+        results / "tmpl_googlegemini_25_pro_anatomy.jsonl", [pulze_line("Q1", "google/gemini-2.5-pro", 0.9)]
+    )
     jsonl(results / "tmpl_openaigpt_5_anatomy.jsonl", [pulze_line("Q1", "openai/gpt-5", 0.5)])
     write(tmp_path / "pulze" / "templates" / "t.json", "{}")
     assert detect_format(tmp_path / "pulze") == "pulze-jsonl"
@@ -164,12 +168,29 @@ def test_pulze_results(tmp_path: Path) -> None:
     assert r.prompt_key == text_hash("Q1") == got[1].prompt_key
     assert r.model == "google/gemini-2.5-pro" and r.score == 0.9
     assert r.dimensions == {"relevance": 1.0, "correctness": 0.5}
-    assert (r.reference, r.response, r.tags, r.category) == ("1", "The answer is 1", ["Correct Answer"], "anatomy")
+    assert (r.reference, r.response, r.tags, r.category) == (
+        "1",
+        "The answer is 1",
+        ["Correct Answer"],
+        "anatomy",
+    )
     assert r.judge == "pulze-template:t1"
 
 
+def test_pulze_choices() -> None:
+    from routerforge.data.importers.pulze import choices_of
+
+    question = "### Question: Pick ### Choices: 0) True, True 1) False, 2 2) 10) odd"
+    assert choices_of(question) == ["True, True", "False, 2", "10) odd"]
+    assert choices_of("### Question: open ended") is None
+    assert choices_of("### Choices: 1) a 2) b") is None
+
+
 def test_pulze_slug_and_subject() -> None:
-    assert model_slug("groq/meta-llama/llama-4-maverick-17b-128e-instruct") == "groqmeta_llamallama_4_maverick_17b_128e_instruct"
+    assert (
+        model_slug("groq/meta-llama/llama-4-maverick-17b-128e-instruct")
+        == "groqmeta_llamallama_4_maverick_17b_128e_instruct"
+    )
     path = Path("pulze_multi_dimensional_evaluation_pulze_v01_googlegemini_25_pro_college_biology.jsonl")
     assert subject_of(path, "google/gemini-2.5-pro") == "college_biology"
     assert subject_of(Path("x.jsonl"), "google/gemini-2.5-pro") is None
@@ -241,7 +262,14 @@ def test_wide_jsonl_keeps_unknown_keys_as_metadata(tmp_path: Path) -> None:
     got = list(records)
     assert report.records == 3
     a, b, c = got
-    assert (a.prompt_key, a.model, a.score, a.cost_usd, a.split, a.category) == ("p1", "a", 1.0, 0.002, "train", "chat")
+    assert (a.prompt_key, a.model, a.score, a.cost_usd, a.split, a.category) == (
+        "p1",
+        "a",
+        1.0,
+        0.002,
+        "train",
+        "chat",
+    )
     assert (b.model, b.score, b.cost_usd) == ("b", None, None)
     assert a.metadata == {"difficulty": "easy", "source_id": 3}
     assert c.prompt_key == text_hash("No id")
@@ -259,14 +287,26 @@ def test_wide_jsonl_bad_lines(tmp_path: Path) -> None:
 
 def test_long_jsonl_and_csv(tmp_path: Path) -> None:
     rows = [
-        {"prompt_key": "k1", "prompt": "P", "model": "a", "score": 1, "cost_usd": 0.1, "tokens_in": 5, "tags": ["x"]},
+        {
+            "prompt_key": "k1",
+            "prompt": "P",
+            "model": "a",
+            "score": 1,
+            "cost_usd": 0.1,
+            "tokens_in": 5,
+            "tags": ["x"],
+        },
         {"prompt": "Q", "model": "b", "score": None, "dimensions": {"style": 0.5}, "metadata": {"m": 1}},
     ]
     path = jsonl(tmp_path / "l.jsonl", rows)
     assert detect_format(path) == "long-jsonl"
     got = list(read_records(path)[0])
     assert (got[0].prompt_key, got[0].score, got[0].tokens_in, got[0].tags) == ("k1", 1.0, 5, ["x"])
-    assert got[1].prompt_key == text_hash("Q") and got[1].dimensions == {"style": 0.5} and got[1].metadata == {"m": 1}
+    assert (
+        got[1].prompt_key == text_hash("Q")
+        and got[1].dimensions == {"style": 0.5}
+        and got[1].metadata == {"m": 1}
+    )
 
     csv_path = write(
         tmp_path / "l.csv",
@@ -306,7 +346,14 @@ def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
         read_records(tmp_path / "missing.csv")
     with pytest.raises(DataError, match="Cannot tell the format"):
         detect_format(write(tmp_path / "y.txt", "hello"))
-    assert set(FORMATS) >= {"routellm-csv", "routerbench-csv", "pulze-jsonl", "wide-jsonl", "long-jsonl", "long-csv"}
+    assert set(FORMATS) >= {
+        "routellm-csv",
+        "routerbench-csv",
+        "pulze-jsonl",
+        "wide-jsonl",
+        "long-jsonl",
+        "long-csv",
+    }
 
 
 def test_report_lists_only_the_first_issues(tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ def postgres_url() -> Iterator[str]:
     """A schema of its own for this test session in the local PostgreSQL database, dropped at the end."""
     admin = _postgres_admin_url()
     if admin is None:
-        pytest.skip(f"PostgreSQL not reachable at {PG_HOST} (database {PG_DATABASE!r}); store tests ran on SQLite only")
+        pytest.skip(
+            f"PostgreSQL not reachable at {PG_HOST} (database {PG_DATABASE!r}); store tests ran on SQLite only"
+        )
     schema = f"rf_test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(admin)
     with engine.begin() as conn:
@@ -75,7 +77,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def rec(key: str, model: str, score: float | None, **kw: object) -> EvalRecord:
-    return EvalRecord(prompt_key=key, prompt=kw.pop("prompt", f"text of {key}"), model=model, score=score, **kw)  # type: ignore[arg-type]
+    return EvalRecord(
+        prompt_key=key, prompt=kw.pop("prompt", f"text of {key}"), model=model, score=score, **kw
+    )  # type: ignore[arg-type]
 
 
 def small_records() -> list[EvalRecord]:
@@ -155,9 +159,15 @@ def test_reimport_is_idempotent_and_replaces_cells(store: Store) -> None:
     assert m.scores[0, 0] == 0.25 and m.categories[0] == "math" and np.isnan(m.costs[0, 0])
 
 
-@pytest.mark.parametrize(("rule", "expected_score", "expected_cost"), [("min", 0.0, 3.0), ("mean", 0.5, 2.0), ("last", 0.5, 1.0)])
+@pytest.mark.parametrize(
+    ("rule", "expected_score", "expected_cost"), [("min", 0.0, 3.0), ("mean", 0.5, 2.0), ("last", 0.5, 1.0)]
+)
 def test_duplicate_rules(store: Store, rule: str, expected_score: float, expected_cost: float) -> None:
-    outcomes = [rec("p", "a", 1.0, cost_usd=2.0), rec("p", "a", 0.0, cost_usd=3.0), rec("p", "a", 0.5, cost_usd=1.0)]
+    outcomes = [
+        rec("p", "a", 1.0, cost_usd=2.0),
+        rec("p", "a", 0.0, cost_usd=3.0),
+        rec("p", "a", 0.5, cost_usd=1.0),
+    ]
     report = store.import_records("ds", outcomes, rule=rule)
     assert report.duplicates == 2 and report.records == 1
     m = store.load_matrix("ds")
@@ -175,9 +185,11 @@ def test_invalid_rule_and_scores(store: Store) -> None:
 
 def test_strict_import_writes_nothing(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "w.jsonl"
-    path.write_text('{"prompt": "a", "scores": {"m": 1}}\n{"prompt": "b", "scores": {"m": 9}}\n', encoding="utf-8")
+    path.write_text(
+        '{"prompt": "a", "scores": {"m": 1}}\n{"prompt": "b", "scores": {"m": 9}}\n', encoding="utf-8"
+    )
     records, _ = read_records(path, "wide-jsonl", strict=True)
-    with pytest.raises(DataError, match="w.jsonl:2"):
+    with pytest.raises(DataError, match=r"w\.jsonl:2"):
         store.import_records("ds", records)
     assert store.list_datasets() == []
     records, report = read_records(path, "wide-jsonl")
@@ -197,7 +209,9 @@ def test_prompts_cells_and_incremental_records(store: Store) -> None:
     written = store.add_records(
         "suite",
         [
-            EvalRecord("q1", "What is 2+2?", "small", 1.0, latency_ms=12.5, tokens_in=5, tokens_out=1, response="4"),
+            EvalRecord(
+                "q1", "What is 2+2?", "small", 1.0, latency_ms=12.5, tokens_in=5, tokens_out=1, response="4"
+            ),
             EvalRecord("q2", "Capital of France?", "small", None, response="error"),
         ],
     )
@@ -223,7 +237,9 @@ def test_unknown_and_deleted_datasets(store: Store) -> None:
 
 
 def test_candidate_models(store: Store) -> None:
-    model = CandidateModel("gpt", provider="openai/gpt-4o", input_cost_usd_per_mtok=2.5, capabilities={"tools": True})
+    model = CandidateModel(
+        "gpt", provider="openai/gpt-4o", input_cost_usd_per_mtok=2.5, capabilities={"tools": True}
+    )
     store.upsert_model(model)
     store.upsert_model(CandidateModel("local", base_url="http://127.0.0.1:8080/v1"))
     assert store.get_model("gpt") == model
@@ -238,7 +254,10 @@ def test_candidate_models(store: Store) -> None:
 
 @pytest.mark.parametrize("fmt", ["wide-jsonl", "long-jsonl"])
 def test_export_round_trip(store: Store, tmp_path: Path, fmt: str) -> None:
-    records = [*small_records(), rec("p4", "a", None, cost_usd=0.5, metadata={"prompt": "clash", "x": [1, 2]})]
+    records = [
+        *small_records(),
+        rec("p4", "a", None, cost_usd=0.5, metadata={"prompt": "clash", "x": [1, 2]}),
+    ]
     store.import_records("ds", records)
     out = tmp_path / "out" / "ds.jsonl"
     lines = export_dataset(store, "ds", out, fmt)
@@ -274,3 +293,29 @@ def test_unreachable_database_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="Cannot open the store"):
         Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_migrations_match_the_table_models(tmp_path: Path) -> None:
+    """`alembic check`: the revisions create exactly what the SQLAlchemy models declare."""
+    from alembic import command
+    from alembic.config import Config
+
+    from routerforge.migrations import ALEMBIC_INI, MIGRATIONS_DIR
+
+    s = Store(f"sqlite:///{tmp_path / 'check.db'}")
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    with s.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.check(config)  # raises AutogenerateDiffsDetected on drift
+    s.close()
+
+
+def test_bad_store_urls_are_config_errors() -> None:
+    from routerforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a database URL"):
+        Store("not a url")
+    with pytest.raises(ConfigError, match="Cannot use the store URL"):
+        Store("nosuchdb://x/y")

@@ -74,7 +74,7 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
 def server() -> Iterator[tuple[str, ServerState]]:
     state = ServerState()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", state

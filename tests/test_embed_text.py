@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import csv
 import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +125,21 @@ def test_truncate_ids_strategies() -> None:
     assert truncate_ids(ids, 0) == []
     with pytest.raises(ValidationError):
         truncate_ids(ids, 10, "middle")  # type: ignore[arg-type]
+
+
+@pytest.mark.shared_data
+def test_stripper_on_routerbench_keeps_the_question(shared_data: Path) -> None:
+    csv.field_size_limit(sys.maxsize)
+    prompts: list[str] = []
+    for name in ("arc_challenge_train.csv", "winograde_train.csv", "mbpp_train.csv"):
+        with (shared_data / "routerbench-subset" / name).open(newline="", encoding="utf-8") as handle:
+            prompts.extend("\n".join(ast.literal_eval(row["prompt"])) for row in csv.DictReader(handle))
+    stripper = BoilerplateStripper().fit(prompts)
+    out = stripper.apply_many(prompts)
+    arc = out[0]
+    assert "George wants to warm his hands" not in arc  # the shared 5-shot preamble is gone
+    assert prompts[0].rstrip().endswith(arc.splitlines()[-1])  # the question at the end stays
+    assert len(arc) < 800
+    mbpp = [p for p in prompts if p.startswith("Write a")]
+    assert all(stripper.apply(p) == p for p in mbpp)
+    assert sum(len(o) for o in out) < 0.3 * sum(len(p) for p in prompts)

@@ -11,11 +11,11 @@ import httpx
 import openai
 import pytest
 
+from fake_upstream import FakeUpstream, Fault
+from gateway_server import LoopbackServer
 from routerforge.config import Settings, load_settings
 from routerforge.gateway.app import create_app
 from routerforge.gateway.config import GatewayConfig, parse_gateway_config
-from fake_upstream import Fault, FakeUpstream
-from gateway_server import LoopbackServer
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,12 @@ def make_config(up: FakeUpstream, **extra: Any) -> GatewayConfig:
             },
         ],
         "tenants": [{"name": "acme"}, {"name": "globex", "training_opt_out": True}],
-        "reliability": {"retry_base_s": 0.001, "retry_cap_s": 0.002, "breaker_failures": 3, "breaker_cooldown_s": 60},
+        "reliability": {
+            "retry_base_s": 0.001,
+            "retry_cap_s": 0.002,
+            "breaker_failures": 3,
+            "breaker_cooldown_s": 60,
+        },
         "logging": {"flush_interval_s": 0.02},
     }
     raw.update(extra)
@@ -162,7 +167,9 @@ def test_circuit_breaker_skips_a_failing_model(gw: Gateway, upstream: FakeUpstre
     for _ in range(2):  # 2 requests × 2 tries = 4 failures ≥ 3 → open
         client.chat.completions.create(model="large", messages=[{"role": "user", "content": "x"}])
     before = upstream.count("large")
-    raw = client.chat.completions.with_raw_response.create(model="large", messages=[{"role": "user", "content": "y"}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="large", messages=[{"role": "user", "content": "y"}]
+    )
     assert raw.headers["x-routerforge-model"] == "small"
     assert upstream.count("large") == before  # not even tried
     gw.flush()
@@ -193,7 +200,11 @@ def test_broken_stream_ends_with_error_event(gw: Gateway, upstream: FakeUpstream
     with gw.http(key) as h:
         r = h.post(
             "/v1/chat/completions",
-            json={"model": "small", "stream": True, "messages": [{"role": "user", "content": "one two three four"}]},
+            json={
+                "model": "small",
+                "stream": True,
+                "messages": [{"role": "user", "content": "one two three four"}],
+            },
         )
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -213,7 +224,11 @@ def test_broken_stream_ends_with_error_event(gw: Gateway, upstream: FakeUpstream
         (json.dumps({"model": "small", "messages": "hi"}).encode(), 400, "messages"),
         (json.dumps({"model": 3, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "model"),
         (json.dumps({"model": "nope", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "nope"),
-        (json.dumps({"model": "small", "messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 400, "5000"),
+        (
+            json.dumps({"model": "small", "messages": [{"role": "user", "content": "x" * 5000}]}).encode(),
+            400,
+            "5000",
+        ),
     ],
 )
 def test_bad_requests_get_openai_error_bodies(
@@ -236,7 +251,9 @@ def test_bad_requests_get_openai_error_bodies(
 
 def test_auth_is_required_and_checked(gw: Gateway) -> None:
     with gw.http(None) as h:
-        r = h.post("/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]})
+        r = h.post(
+            "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]}
+        )
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     with gw.http("rf-wrong") as h:
         assert h.get("/v1/models").status_code == 401
@@ -289,7 +306,9 @@ def test_budget_refuses_with_429(rf_home: Path, upstream: FakeUpstream) -> None:
         # large costs ~100 USD/Mtok: a few requests exhaust 0.0001 USD
         with pytest.raises(openai.RateLimitError) as info:
             for _ in range(10):
-                client.chat.completions.create(model="large", messages=[{"role": "user", "content": "x" * 40}])
+                client.chat.completions.create(
+                    model="large", messages=[{"role": "user", "content": "x" * 40}]
+                )
         assert info.value.response.json()["error"]["type"] == "insufficient_quota"
         metrics = httpx.get(server.url + "/metrics").text
     assert 'routerforge_budget_left_usd{tenant="acme"}' in metrics
@@ -308,3 +327,82 @@ def test_models_health_and_metrics(gw: Gateway) -> None:
     assert "routerforge_upstream_latency_seconds_bucket" in text
     assert 'routerforge_tokens_total{direction="in",model="small"}' in text
     assert "routerforge_cost_usd_total" in text
+
+
+def test_client_disconnect_mid_stream_is_logged(gw: Gateway, upstream: FakeUpstream) -> None:
+    key = gw.key("acme")
+    upstream.inject(Fault("slow_stream", model="small", delay_s=0.2))
+    body = {"model": "small", "stream": True, "messages": [{"role": "user", "content": "w1 w2 w3 w4 w5 w6 w7 w8"}]}
+    with (
+        gw.http(key) as h,
+        h.stream("POST", "/v1/chat/completions", json=body) as r,
+    ):
+        rid = r.headers["x-routerforge-request-id"]
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # go away after the first event
+    import time
+
+    deadline = time.monotonic() + 10
+    entry: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        gw.flush()
+        resp = gw.http(key).get(f"/v1/logs/{rid}")
+        if resp.status_code == 200:
+            entry = resp.json()
+            break
+        time.sleep(0.1)
+    assert entry["status"] == 499 and "disconnect" in entry["error"]
+    assert entry["answered_model"] == "small" and entry["attempts"][0]["model"] == "small"
+
+
+def test_secrets_are_redacted_in_the_log(gw: Gateway) -> None:
+    key = gw.key("acme")
+    secret = "sk-THISISASECRETVALUE123"
+    raw = gw.client(key).chat.completions.with_raw_response.create(
+        model="small", messages=[{"role": "user", "content": f"my key is {secret}"}]
+    )
+    gw.flush()
+    entry = gw.http(key).get(f"/v1/logs/{raw.headers['x-routerforge-request-id']}").json()
+    assert secret not in json.dumps(entry)
+    assert "[REDACTED]" in entry["messages"][0]["content"]
+    assert key not in json.dumps(entry)
+
+
+def test_oversize_prompt_truncated_when_configured() -> None:
+    from routerforge.errors import ValidationError
+    from routerforge.gateway.service import limit_prompt
+
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "a" * 50},
+        {"role": "assistant", "content": "b" * 50},
+        {"role": "user", "content": "c" * 80},
+    ]
+    out = limit_prompt(msgs, 60, "truncate")
+    assert [m["role"] for m in out] == ["system", "user"]
+    assert sum(len(m["content"]) for m in out) <= 60 and out[-1]["content"].startswith("c")
+    with pytest.raises(ValidationError):
+        limit_prompt(msgs, 60, "reject")
+    assert limit_prompt(msgs, 10_000, "reject") is msgs
+
+
+async def test_in_process_asgi_errors_and_unknown_routes(rf_home: Path, upstream: FakeUpstream) -> None:
+    app = create_app(make_settings(rf_home), make_config(upstream))
+    key, _ = app.state.keys.create("acme")
+    await app.state.service.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            r = await client.get("/nope")
+            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+            r = await client.post(
+                "/v1/route",
+                headers={"authorization": f"Bearer {key}"},
+                json={"model": "small", "prompt": "hi"},
+            )
+            assert r.status_code == 200 and r.json()["model"] == "small" and r.json()["reason"] == "pass-through"
+            r = await client.post("/v1/route", headers={"authorization": f"Bearer {key}"}, json={"model": "small"})
+            assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]
+    finally:
+        await app.state.service.aclose()

@@ -10,15 +10,15 @@ import httpx
 import openai
 import pytest
 import yaml
+
 from fake_upstream import FakeUpstream
 from gateway_server import LoopbackServer
-
 from routerforge.cli.main import main
+from routerforge.config import load_settings
 from routerforge.data.store import Store
 from routerforge.gateway.app import create_app
 from routerforge.gateway.config import parse_gateway_config
 from routerforge.sdk import Client
-from routerforge.config import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,18 @@ def write_config(path: Path, up: FakeUpstream) -> Path:
         yaml.safe_dump(
             {
                 "models": [
-                    {"id": "small", "base_url": up.base_url, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0},
-                    {"id": "large", "base_url": up.base_url, "input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0},
+                    {
+                        "id": "small",
+                        "base_url": up.base_url,
+                        "input_usd_per_mtok": 1.0,
+                        "output_usd_per_mtok": 2.0,
+                    },
+                    {
+                        "id": "large",
+                        "base_url": up.base_url,
+                        "input_usd_per_mtok": 10.0,
+                        "output_usd_per_mtok": 20.0,
+                    },
                 ],
                 "tenants": [{"name": "acme"}, {"name": "globex", "training_opt_out": True}],
                 "logging": {"flush_interval_s": 0.02},
@@ -111,7 +121,9 @@ def test_sdk_in_process_and_remote(rf_home: Path, upstream: FakeUpstream) -> Non
         assert resp.choices[0].message.content == "small says: hi sdk"
         assert resp.usage is not None and resp.usage.prompt_tokens > 0
         chunks = list(
-            client.chat.completions.create(model="large", messages=[{"role": "user", "content": "a b c"}], stream=True)
+            client.chat.completions.create(
+                model="large", messages=[{"role": "user", "content": "a b c"}], stream=True
+            )
         )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "large says: a b c"
         assert {m.id for m in client.models.list().data} >= {"small", "large"}

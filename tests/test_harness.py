@@ -33,7 +33,9 @@ def make_matrix(n: int = 120, *, seed: int = 0, name: str = "toy", duplicates: i
     """Prompts on 4 topics; the weak model fails algebra; the last ``duplicates`` rows repeat earlier texts."""
     rng = np.random.default_rng(seed)
     topic = np.arange(n) % len(TOPICS)
-    prompts = [f"{TOPICS[t]} question {i}: explain {TOPICS[t]} item {i * 7 % 13}" for i, t in enumerate(topic)]
+    prompts = [
+        f"{TOPICS[t]} question {i}: explain {TOPICS[t]} item {i * 7 % 13}" for i, t in enumerate(topic)
+    ]
     for d in range(duplicates):
         prompts[n - 1 - d] = prompts[d]
         topic[n - 1 - d] = topic[d]
@@ -142,7 +144,9 @@ def test_own_split_and_transfer_drop_overlapping_texts() -> None:
     train_texts = {matrix.prompts[i] for i in fold.train}
     assert not any(matrix.prompts[i] in train_texts for i in fold.test)
     other = make_matrix(40, seed=1, name="other", duplicates=0)
-    other.prompts[10:] = [p + " (variant)" for p in other.prompts[10:]]  # the first 10 texts also occur in toy
+    other.prompts[10:] = [
+        p + " (variant)" for p in other.prompts[10:]
+    ]  # the first 10 texts also occur in toy
     tfold, keep = transfer_split(matrix, other)
     assert keep.tolist() == list(range(10, 40))
     doc = _run(BenchSetup(matrix, [tfold], test_matrix=other, strong="strong", weak="weak"))
@@ -177,7 +181,16 @@ def test_binary_results_schema_and_baselines(tmp_path: Path) -> None:
     assert (doc["strong"], doc["weak"]) == ("strong", "weak")
     assert set(doc["routers"]) == {"topic", "constant", "random", "oracle"}
     for entry in doc["routers"].values():
-        assert {"apgr", "apgr_101", "cpt50", "cpt80", "curve", "fit_s", "predict_ms_p50", "predict_ms_p99"} <= set(entry)
+        assert {
+            "apgr",
+            "apgr_101",
+            "cpt50",
+            "cpt80",
+            "curve",
+            "fit_s",
+            "predict_ms_p50",
+            "predict_ms_p99",
+        } <= set(entry)
         assert 0.0 <= entry["cpt50"] <= entry["cpt80"] <= 1.0 and len(entry["curve"]) == 11
     r = doc["routers"]
     assert r["constant"]["apgr"] == pytest.approx(0.5)  # ties averaged, no ordering artefact
@@ -218,8 +231,11 @@ def test_latency_is_measured_through_the_given_path() -> None:
 
         return one
 
-    doc = _run(BenchSetup(matrix, prompt_folds(matrix, 3), strong="strong", weak="weak"), latency=latency,
-               latency_sample=7)
+    doc = _run(
+        BenchSetup(matrix, prompt_folds(matrix, 3), strong="strong", weak="weak"),
+        latency=latency,
+        latency_sample=7,
+    )
     assert len(calls) == 7 + 3  # three warm-up calls
     assert doc["routers"]["topic"]["predict_ms_p50"] is not None
 
@@ -235,12 +251,16 @@ def test_bad_input_gives_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="both --strong and --weak"):
         resolve_pair(matrix, "strong", None)
     with pytest.raises(ValidationError, match="no categories"):
-        category_folds(ScoreMatrix("c", ["a", "b"], ["x", "y"], ["m1", "m2"], np.ones((2, 2)), np.ones((2, 2))))
+        category_folds(
+            ScoreMatrix("c", ["a", "b"], ["x", "y"], ["m1", "m2"], np.ones((2, 2)), np.ones((2, 2)))
+        )
     with pytest.raises(ValidationError, match="no 'train'/'test' split"):
         dataset_split(matrix.take(np.arange(0, 120, 4)))
     with pytest.raises(ValidationError, match="distinct groups"):
         prompt_folds(matrix.take([0, 1]), 5)
-    no_cost = ScoreMatrix("nc", ["a", "b", "c", "d"], list("abcd"), ["m1", "m2", "m3"], np.eye(4, 3), np.full((4, 3), np.nan))
+    no_cost = ScoreMatrix(
+        "nc", ["a", "b", "c", "d"], list("abcd"), ["m1", "m2", "m3"], np.eye(4, 3), np.full((4, 3), np.nan)
+    )
     with pytest.raises(ValidationError, match="known cost"):
         _run(BenchSetup(no_cost, [Fold("f", np.arange(2), np.arange(2, 4))]))
 

@@ -32,7 +32,13 @@ def _sparse(text: str, *, document: bool) -> SparseVector:
     """A tiny deterministic bag-of-words encoder (one index per known word / item number)."""
     counts: dict[int, float] = {}
     for tok in text.split():
-        idx = WORDS.index(tok) if tok in WORDS else 100 + int(tok.removeprefix("item")) if tok.startswith("item") else -1
+        idx = (
+            WORDS.index(tok)
+            if tok in WORDS
+            else 100 + int(tok.removeprefix("item"))
+            if tok.startswith("item")
+            else -1
+        )
         if idx >= 0:
             counts[idx] = counts.get(idx, 0.0) + 1.0
     keys = sorted(counts)
@@ -47,7 +53,12 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Index]:
     else:
         idx = QdrantIndex(":memory:", "test", DIM)
     dense, sparse, texts = _corpus()
-    idx.upsert(list(range(len(texts))), dense, sparse, [{"prompt_id": i, "dataset": "toy", "text": t} for i, t in enumerate(texts)])
+    idx.upsert(
+        list(range(len(texts))),
+        dense,
+        sparse,
+        [{"prompt_id": i, "dataset": "toy", "text": t} for i, t in enumerate(texts)],
+    )
     yield idx
     idx.close()
 
@@ -82,7 +93,14 @@ def test_sparse_query_prefers_the_rare_term(index: Index) -> None:
 def test_hybrid_fuses_both_lists_and_returns_payload(index: Index) -> None:
     dense, _, _ = _corpus()
     # dense points at 5, sparse points at 22: both must be near the top of the fused list
-    hits = index.query(dense[[5]], [_sparse("item22", document=False)], limit=4, mode="hybrid", prefetch_limit=20, with_payload=True)
+    hits = index.query(
+        dense[[5]],
+        [_sparse("item22", document=False)],
+        limit=4,
+        mode="hybrid",
+        prefetch_limit=20,
+        with_payload=True,
+    )
     top = [h.id for h in hits[0][:2]]
     assert set(top) == {5, 22}
     assert hits[0][0].payload is not None

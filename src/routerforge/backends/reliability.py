@@ -8,10 +8,13 @@ and one :class:`CircuitBreaker` per model id, and calls an ordered list of candi
 - a candidate whose breaker is open is skipped; after the cool-down one request probes it (half-open);
 - each tried candidate gets ``spec.max_retries`` retries on *retryable* errors only, waiting
   exponential backoff with full jitter (``uniform(0, min(cap, base·2^(retry-1)))``), or the upstream's
-  ``Retry-After`` clamped to ``retry_after_cap_s``;
+  ``Retry-After`` when it is at most ``retry_after_cap_s`` (a longer one skips to the next candidate);
 - every failure of the candidate (retryable or not) moves on to the next candidate;
 - streams fall back only until the first chunk with content is received; after that, an error ends
-  the stream with an :class:`~routerforge.errors.UpstreamError` raised from the iterator.
+  the stream with an :class:`~routerforge.errors.UpstreamError` raised from the iterator;
+- the per-attempt timeout also bounds the wait for every next chunk: by a timer here, or by the backend
+  itself when it says so with a true ``enforces_timeouts`` attribute (``OpenAICompatBackend`` does:
+  its HTTP client bounds every read), which saves a timer per chunk.
 
 Each try (and each skip) is recorded as an :class:`Attempt`. When nothing answers,
 :class:`~routerforge.errors.FallbackExhaustedError` carries the attempts.
@@ -27,22 +30,21 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from routerforge.backends.base import ChatBackend, ChatChunk, ChatRequest, ChatResult
+from routerforge.backends.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Clock
 from routerforge.backends.fit import RequestNeeds, misfit
 from routerforge.backends.pricing import spec_cost_usd, with_cost
 from routerforge.backends.registry import build_backend
 from routerforge.backends.spec import ModelSpec
 from routerforge.errors import FallbackExhaustedError, UnknownModelError, UpstreamError
 
-Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 AttemptStatus = Literal["ok", "error", "skipped"]
-BreakerState = Literal["closed", "open", "half_open"]
+T = TypeVar("T")
 
 # Failures caused by the request itself say nothing about the model's health.
 _REQUEST_FAULT_STATUS = frozenset({400, 413, 422})
@@ -70,76 +72,18 @@ class RetryPolicy:
 
     base_s: float = 0.25
     cap_s: float = 8.0
-    retry_after_cap_s: float = 30.0
+    retry_after_cap_s: float = 10.0
 
-    def delay_s(self, retry: int, error: UpstreamError, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based) after ``error``."""
+    def delay_s(self, retry: int, error: UpstreamError, rng: random.Random) -> float | None:
+        """Seconds to wait before retry number ``retry`` (1-based) after ``error``.
+
+        ``None`` means "do not retry this model": the upstream asked (``Retry-After``) for a longer
+        pause than ``retry_after_cap_s``, so the next candidate is better than waiting.
+        """
         if error.retry_after_s is not None:
-            return min(max(0.0, error.retry_after_s), self.retry_after_cap_s)
+            wait = max(0.0, error.retry_after_s)
+            return wait if wait <= self.retry_after_cap_s else None
         return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (retry - 1)))
-
-
-@dataclass(frozen=True)
-class BreakerPolicy:
-    """Open after ``failure_threshold`` consecutive failures within ``window_s``; probe after ``cooldown_s``."""
-
-    failure_threshold: int = 5
-    window_s: float = 60.0
-    cooldown_s: float = 30.0
-
-
-class CircuitBreaker:
-    """closed → open (N consecutive failures within the window) → half-open (after the cool-down, one probe).
-
-    A successful probe closes the breaker; a failed one opens it again for another cool-down.
-    """
-
-    def __init__(self, policy: BreakerPolicy | None = None, clock: Clock = time.monotonic) -> None:
-        self.policy = policy or BreakerPolicy()
-        self._clock = clock
-        self._failures: deque[float] = deque()
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def state(self) -> BreakerState:
-        if self._opened_at is None:
-            return "closed"
-        if self._probing or self._clock() - self._opened_at >= self.policy.cooldown_s:
-            return "half_open"
-        return "open"
-
-    def try_acquire(self) -> bool:
-        """May a call go through now? In half-open state only the first caller (the probe) may."""
-        state = self.state
-        if state == "closed":
-            return True
-        if state == "half_open" and not self._probing:
-            self._probing = True
-            return True
-        return False
-
-    def release(self) -> None:
-        """A call that held the probe ended without a verdict (cancelled): let the next caller probe."""
-        self._probing = False
-
-    def record_success(self) -> None:
-        self._failures.clear()
-        self._opened_at = None
-        self._probing = False
-
-    def record_failure(self) -> None:
-        now = self._clock()
-        if self._opened_at is not None:  # a failed probe (or a late failure): open for another cool-down
-            self._opened_at = now
-            self._probing = False
-            return
-        self._failures.append(now)
-        while self._failures and now - self._failures[0] > self.policy.window_s:
-            self._failures.popleft()
-        if len(self._failures) >= self.policy.failure_threshold:
-            self._opened_at = now
-            self._failures.clear()
 
 
 @dataclass
@@ -263,13 +207,13 @@ class UpstreamPool:
         else:
             breaker.release()
 
-    def _timeout_error(self, spec: ModelSpec, timeout_s: float) -> UpstreamError:
-        return UpstreamError(
-            f"{spec.id}: no answer within {timeout_s:g} s", provider=spec.provider, retryable=True
-        )
-
-    async def complete(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainResult:
-        """Answer ``request`` with the first candidate that succeeds. Raises ``FallbackExhaustedError``."""
+    async def _chain(
+        self,
+        candidates: Sequence[str | ModelSpec],
+        request: ChatRequest,
+        once: Callable[[ChatBackend, ChatRequest], Awaitable[T]],
+    ) -> _Won[T]:
+        """The fallback loop shared by complete and stream: fit, breaker, timeout, retries, attempts."""
         specs = self._candidates(candidates)
         needs = RequestNeeds.of(request)
         attempts: list[Attempt] = []
@@ -290,27 +234,42 @@ class UpstreamPool:
                 try:
                     try:
                         async with asyncio.timeout(timeout_s):
-                            result = await backend.complete(call)
+                            value = await once(backend, call)
                     except TimeoutError as exc:
-                        raise self._timeout_error(spec, timeout_s) from exc
+                        raise UpstreamError(
+                            f"{spec.id}: no answer within {timeout_s:g} s",
+                            provider=spec.provider,
+                            retryable=True,
+                        ) from exc
                 except UpstreamError as err:
                     latency_ms = (time.perf_counter() - start) * 1000.0
                     self._record_failure(spec, err)
                     attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
-                    if not err.retryable or retry == spec.max_retries:
+                    delay = self.retry.delay_s(retry + 1, err, self._rng) if err.retryable else None
+                    if delay is None or retry == spec.max_retries:
                         break
-                    await self._sleep(self.retry.delay_s(retry + 1, err, self._rng))
+                    await self._sleep(delay)
                     continue
-                except BaseException:
+                except BaseException:  # cancelled (client gone) or a backend bug: free a half-open probe
                     breaker.release()
                     raise
-                latency_ms = (time.perf_counter() - start) * 1000.0
                 breaker.record_success()
-                attempts.append(Attempt(spec.id, "ok", latency_ms, retry=retry))
-                if result.latency_ms is None:
-                    result = dataclasses.replace(result, latency_ms=latency_ms)
-                return ChainResult(with_cost(result, spec), spec, attempts)
+                attempt = Attempt(spec.id, "ok", (time.perf_counter() - start) * 1000.0, retry=retry)
+                attempts.append(attempt)
+                return _Won(value, spec, attempts, attempt, start, timeout_s)
         raise _exhausted(attempts)
+
+    async def complete(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainResult:
+        """Answer ``request`` with the first candidate that succeeds. Raises ``FallbackExhaustedError``."""
+
+        async def once(backend: ChatBackend, call: ChatRequest) -> ChatResult:
+            return await backend.complete(call)
+
+        won = await self._chain(candidates, request, once)
+        result = won.value
+        if result.latency_ms is None:
+            result = dataclasses.replace(result, latency_ms=won.attempt.latency_ms)
+        return ChainResult(with_cost(result, won.spec), won.spec, won.attempts)
 
     async def open_stream(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainStream:
         """Start streaming from the first candidate that produces content; fall back until then.
@@ -318,59 +277,56 @@ class UpstreamPool:
         Returns once the model is known (``.model``) and its first content chunk is buffered, so the
         caller can send response headers. Raises ``FallbackExhaustedError`` when no candidate starts.
         """
-        specs = self._candidates(candidates)
-        needs = RequestNeeds.of(request)
-        attempts: list[Attempt] = []
-        for spec in specs:
-            reason = misfit(spec, needs)
-            if reason is not None:
-                attempts.append(Attempt(spec.id, "skipped", 0.0, reason))
-                continue
-            breaker = self.breaker(spec.id)
-            backend = self.backend(spec.id)
-            call = self._request_for(spec, request)
-            timeout_s = call.timeout_s or spec.timeout_s
-            for retry in range(spec.max_retries + 1):
-                if not breaker.try_acquire():
-                    attempts.append(Attempt(spec.id, "skipped", 0.0, "circuit open", retry=retry))
-                    break
-                start = time.perf_counter()
-                iterator = aiter(backend.stream(call))
-                head: list[ChatChunk] = []
-                ended = False
-                try:
+
+        async def once(backend: ChatBackend, call: ChatRequest) -> _StreamStart:
+            iterator = aiter(backend.stream(call))
+            head: list[ChatChunk] = []
+            try:
+                while True:
                     try:
-                        async with asyncio.timeout(timeout_s):
-                            while True:
-                                try:
-                                    chunk = await anext(iterator)
-                                except StopAsyncIteration:
-                                    ended = True
-                                    break
-                                head.append(chunk)
-                                if _has_content(chunk):
-                                    break
-                    except TimeoutError as exc:
-                        raise self._timeout_error(spec, timeout_s) from exc
-                except UpstreamError as err:
-                    await _close(iterator)
-                    latency_ms = (time.perf_counter() - start) * 1000.0
-                    self._record_failure(spec, err)
-                    attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
-                    if not err.retryable or retry == spec.max_retries:
-                        break
-                    await self._sleep(self.retry.delay_s(retry + 1, err, self._rng))
-                    continue
-                except BaseException:
-                    breaker.release()
-                    await _close(iterator)
-                    raise
-                ttft_ms = (time.perf_counter() - start) * 1000.0
-                breaker.record_success()
-                attempt = Attempt(spec.id, "ok", ttft_ms, retry=retry, ttft_ms=ttft_ms)
-                attempts.append(attempt)
-                return ChainStream(self, spec, iterator, head, ended, attempts, attempt, start, timeout_s)
-        raise _exhausted(attempts)
+                        chunk = await anext(iterator)
+                    except StopAsyncIteration:
+                        return _StreamStart(iterator, head, ended=True)
+                    head.append(chunk)
+                    if _has_content(chunk):
+                        return _StreamStart(iterator, head, ended=False)
+            except BaseException:
+                await _close(iterator)
+                raise
+
+        won = await self._chain(candidates, request, once)
+        won.attempt.ttft_ms = won.attempt.latency_ms
+        started = won.value
+        guard = not getattr(self.backend(won.spec.id), "enforces_timeouts", False)
+        return ChainStream(
+            self,
+            won.spec,
+            started.iterator,
+            started.head,
+            started.ended,
+            won.attempts,
+            won.attempt,
+            won.start,
+            won.timeout_s,
+            guard_chunks=guard,
+        )
+
+
+@dataclass
+class _StreamStart:
+    iterator: AsyncIterator[ChatChunk]
+    head: list[ChatChunk]
+    ended: bool
+
+
+@dataclass
+class _Won(Generic[T]):
+    value: T
+    spec: ModelSpec
+    attempts: list[Attempt]
+    attempt: Attempt
+    start: float  # perf_counter at the start of the winning attempt
+    timeout_s: float
 
 
 def _has_content(chunk: ChatChunk) -> bool:
@@ -431,10 +387,11 @@ class ChainStream:
         attempt: Attempt,
         start: float,
         timeout_s: float,
+        guard_chunks: bool = True,
     ) -> None:
         self.model = model
         self.attempts = attempts
-        self.text = ""
+        self._parts: list[str] = []
         self.finish_reason: str | None = None
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
@@ -448,6 +405,7 @@ class ChainStream:
         self._attempt = attempt
         self._start = start
         self._timeout_s = timeout_s
+        self._guard_chunks = guard_chunks
         self._runner: AsyncGenerator[ChatChunk, None] | None = None
 
     @property
@@ -457,8 +415,14 @@ class ChainStream:
             return self.upstream_cost_usd
         return spec_cost_usd(self.model, self.tokens_in, self.tokens_out)
 
+    @property
+    def text(self) -> str:
+        """The text streamed so far."""
+        return "".join(self._parts)
+
     def _observe(self, chunk: ChatChunk) -> None:
-        self.text += chunk.delta
+        if chunk.delta:
+            self._parts.append(chunk.delta)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
         if chunk.tokens_in is not None:
@@ -483,7 +447,10 @@ class ChainStream:
         try:
             while not self._ended:
                 try:
-                    async with asyncio.timeout(self._timeout_s):
+                    if self._guard_chunks:
+                        async with asyncio.timeout(self._timeout_s):
+                            chunk = await anext(self._iterator)
+                    else:  # the backend bounds every read itself (cheaper than a timer per chunk)
                         chunk = await anext(self._iterator)
                 except StopAsyncIteration:
                     break
@@ -513,3 +480,15 @@ class ChainStream:
         if self._runner is not None:
             await self._runner.aclose()
         await _close(self._iterator)
+
+
+__all__ = [
+    "Attempt",
+    "BreakerPolicy",
+    "ChainResult",
+    "ChainStream",
+    "CircuitBreaker",
+    "RetryPolicy",
+    "UpstreamPool",
+    "counts_against_model",
+]

@@ -20,7 +20,15 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 
-IMPORT_FORMATS = ("auto", "routellm-csv", "routerbench-csv", "pulze-jsonl", "wide-jsonl", "long-jsonl", "long-csv")
+IMPORT_FORMATS = (
+    "auto",
+    "routellm-csv",
+    "routerbench-csv",
+    "pulze-jsonl",
+    "wide-jsonl",
+    "long-jsonl",
+    "long-csv",
+)
 EXPORT_FORMATS = ("wide-jsonl", "long-jsonl")
 
 
@@ -79,18 +87,28 @@ def import_cmd(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help=f"Input format: {', '.join(IMPORT_FORMATS)}.")
     ] = "auto",
-    strict: Annotated[bool, typer.Option("--strict", help="Abort at the first bad row; nothing is written.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Abort at the first bad row; nothing is written.")
+    ] = False,
     rule: Annotated[
         str | None,
-        typer.Option("--rule", help="Duplicate (prompt, model) outcomes: min, mean or last (default: settings, min)."),
+        typer.Option(
+            "--rule", help="Duplicate (prompt, model) outcomes: min, mean or last (default: settings, min)."
+        ),
     ] = None,
     score_scale: Annotated[
         str | None,
-        typer.Option("--score-scale", help="Range the source's scores use, e.g. 0-10 or 0-100; scaled to [0, 1]."),
+        typer.Option(
+            "--score-scale", help="Range the source's scores use, e.g. 0-10 or 0-100; scaled to [0, 1]."
+        ),
     ] = None,
-    description: Annotated[str | None, typer.Option("--description", help="A note stored with the dataset.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="A note stored with the dataset.")
+    ] = None,
     max_errors: Annotated[int, typer.Option("--max-errors", help="How many bad rows to list.")] = 20,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress display.")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress display.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
 ) -> None:
     """Import eval records from PATH into dataset NAME (atomic; re-importing the same file changes nothing)."""
@@ -170,13 +188,22 @@ def list_cmd(
         Console().print("No datasets yet. Import one with `routerforge data import PATH --name NAME`.")
         return
     table = Table(title="Datasets")
-    for column, justify in (("name", "left"), ("prompts", "right"), ("records", "right"), ("models", "right")):
+    for column, justify in (
+        ("name", "left"),
+        ("prompts", "right"),
+        ("records", "right"),
+        ("models", "right"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("created")
     table.add_column("source", overflow="fold")
     for d in datasets:
         table.add_row(
-            d["name"], f"{d['prompts']:,}", f"{d['records']:,}", str(d["models"]), (d["created"] or "")[:19],
+            d["name"],
+            f"{d['prompts']:,}",
+            f"{d['records']:,}",
+            str(d["models"]),
+            (d["created"] or "")[:19],
             d["source"] or "",
         )
     Console().print(table)

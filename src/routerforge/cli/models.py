@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from routerforge.data.records import CandidateModel
     from routerforge.data.store import Store
 
-models_app = typer.Typer(name="models", help="Candidate models, their prices and context windows.", no_args_is_help=True)
+models_app = typer.Typer(
+    name="models", help="Candidate models, their prices and context windows.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -119,9 +119,7 @@ def train(
     import numpy as np
 
     from routerforge.data.records import text_hash
-    from routerforge.embed.factory import build_embedder
     from routerforge.policy.pricing import mean_costs
-    from routerforge.routers.pipeline import train_router
     from routerforge.routers.registry import router_class
 
     settings = state(ctx).settings
@@ -140,8 +138,11 @@ def train(
             f"Dataset {data!r} has no prompts in split {split!r} (splits: {present or 'none'})."
         )
     params = parse_params(param, router)
-    embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
-    trained = train_router(router, matrix, rows, embedder, out, **params)
+    from routerforge.routers.pipeline import train_router
+
+    trained = train_router(
+        router, matrix, rows, settings.embed, out, params, cache_dir=settings.cache_dir, progress=not as_json
+    )
     np.save(out / TRAINING_HASHES, np.array([text_hash(matrix.prompts[i]) for i in rows], dtype="U32"))
     info = {
         "data": data,
@@ -366,12 +367,13 @@ def bench(
     embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
     console = _console()
+    encoder = EmbedderEncoder(embedder, progress=True)
     with Progress(console=console, transient=False) as progress:
         doc = run_bench(
             setup,
             specs,
-            EmbedderEncoder(embedder, progress=True),
-            latency=latency_factory(quick),
+            encoder,
+            latency=latency_factory(quick, encoder),
             latency_sample=latency_sample,
             seed=seed,
             progress=progress,
@@ -447,22 +449,17 @@ def build_setup(
     return BenchSetup(matrix, fold_list, test_matrix, strong, weak, name, extra)
 
 
-def latency_factory(embedder: Any) -> Any:
-    """Per-prompt routing with an uncached, single-thread embedder: embed, predict, decide."""
+def latency_factory(embedder: Any, encoder: Any) -> Any:
+    """Per-prompt routing through the ``TrainedRouter`` path with an uncached, single-thread embedder:
+    strip, embed (dense + BM25 query vector when the router uses it), predict, choose a model.
+    ``encoder`` (the harness's :class:`EmbedderEncoder`) supplies the fitted stripper and BM25 state."""
     import numpy as np
 
-    from routerforge.embed.sparse import Bm25Encoder
-    from routerforge.routers.base import PromptBatch
-
-    bm25 = Bm25Encoder()
-
     def factory(router: Any) -> Any:
-        def one(text: str) -> int:
-            from routerforge.embed.encode import encode
+        trained = encoder.trained(router, embedder)
 
-            dense, _ = encode([text], embedder, sparse=False)
-            batch = PromptBatch([text], dense, bm25.encode_queries([text]))
-            return int(np.argmax(router.predict_scores(batch)[0]))
+        def one(text: str) -> int:
+            return int(np.argmax(trained.predict([text])[0]))
 
         return one
 

@@ -56,17 +56,25 @@ def _keystore(settings: Settings, gw: GatewayConfig) -> KeyStore:
 
 GatewayConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="gateway.yaml (default: gateway.config_file or $ROUTERFORGE_HOME/gateway.yaml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="gateway.yaml (default: gateway.config_file or $ROUTERFORGE_HOME/gateway.yaml).",
+    ),
 ]
 
 
 def serve_cmd(
     ctx: typer.Context,
     config: GatewayConfigOpt = None,
-    host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1: loopback only).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default 127.0.0.1: loopback only).")
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default 1).")] = None,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="uvicorn access log.")] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="uvicorn access log.")
+    ] = False,
 ) -> None:
     """Serve the OpenAI-compatible routing gateway."""
     import uvicorn
@@ -80,12 +88,17 @@ def serve_cmd(
     host = host or settings.gateway.host
     port = port or settings.gateway.port
     workers = workers or settings.gateway.workers
-    typer.echo(f"routerforge gateway on http://{host}:{port}/v1 ({len(gw.models)} models, "
-               f"{len(gw.synthetic_models)} synthetic, config: {path or 'none'}, workers: {workers})", err=True)
+    typer.echo(
+        f"routerforge gateway on http://{host}:{port}/v1 ({len(gw.models)} models, "
+        f"{len(gw.synthetic_models)} synthetic, config: {path or 'none'}, workers: {workers})",
+        err=True,
+    )
     if workers == 1:
         app = create_app(settings, gw)
         app.state.service.routing.load_all()  # fail here, with a clear message, on a broken router dir
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=10
+        )
         return
     db = GatewayDB(settings.store_url)
     kind = build_counters(gw.counters, db).kind
@@ -131,7 +144,9 @@ def keys_create(
     settings, gw, _ = _load(ctx, config)
     secret, info = _keystore(settings, gw).create(tenant, name=name, admin=admin, requests_per_minute=rpm)
     if as_json:
-        print_json({"id": info.id, "tenant": info.tenant, "key": secret, "admin": info.is_admin, "name": info.name})
+        print_json(
+            {"id": info.id, "tenant": info.tenant, "key": secret, "admin": info.is_admin, "name": info.name}
+        )
         return
     typer.echo(secret)
     typer.echo(f"key {info.id} for tenant {tenant!r} created; the secret above is shown only once.", err=True)
@@ -185,8 +200,12 @@ def logs_cmd(
     since: Annotated[
         str | None, typer.Option("--since", help="2026-01-31, an ISO time, or relative: 15m, 2h, 7d.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many requests (newest first).")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print full JSON rows (messages, attempts, …).")] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many requests (newest first).")
+    ] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print full JSON rows (messages, attempts, …).")
+    ] = False,
 ) -> None:
     """Show the gateway's request log."""
     from routerforge.gateway.app import parse_since
@@ -222,7 +241,9 @@ def import_logs_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="The dataset (eval set) to create or extend.")],
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant's requests.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only requests since (2026-01-31, 7d, …).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only requests since (2026-01-31, 7d, …).")
+    ] = None,
     config: GatewayConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

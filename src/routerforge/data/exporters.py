@@ -46,7 +46,11 @@ def wide_lines(records: Iterator[EvalRecord]) -> Iterator[dict[str, Any]]:
 
 def long_lines(records: Iterator[EvalRecord]) -> Iterator[dict[str, Any]]:
     for record in records:
-        line: dict[str, Any] = {"prompt_key": record.prompt_key, "prompt": record.prompt, "model": record.model}
+        line: dict[str, Any] = {
+            "prompt_key": record.prompt_key,
+            "prompt": record.prompt,
+            "model": record.model,
+        }
         line["score"] = record.score
         for name in (
             "cost_usd",

@@ -42,7 +42,6 @@ class Base(DeclarativeBase):
     """Declarative base of every routerforge table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON(none_as_null=True), list[str]: JSON(none_as_null=True)}
 
 
 class ModelRow(Base):

@@ -8,35 +8,37 @@ Prompts are upserted by (dataset, key); fields an import leaves empty keep their
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Engine, Table, delete, func, select
+from sqlalchemy.engine import Connection
 
 from routerforge.data.matrix import ScoreMatrix
-from routerforge.data.records import CandidateModel, EvalRecord, PromptItem, text_hash
+from routerforge.data.records import CandidateModel, EvalRecord, PromptItem
+from routerforge.data.resolve import (
+    BATCH,
+    RULES,
+    Cell,
+    check_record,
+    merge_prompt,
+    prompt_row,
+    record_row,
+)
 from routerforge.data.schema import DatasetRow, EvalRecordRow, ModelRow, PromptRow, utcnow
-from routerforge.errors import ConfigError, DataError, UnknownDatasetError, UnknownModelError, ValidationError
+from routerforge.data.sqlutil import make_engine, normalise_url, safe_url, upgrade_schema, upsert
+from routerforge.errors import DataError, UnknownDatasetError, UnknownModelError, ValidationError
 
 if TYPE_CHECKING:
     from routerforge.config import Settings
 
-DuplicateRule = Literal["min", "mean", "last"]
-RULES: tuple[str, ...] = ("min", "mean", "last")
-BATCH = 1000
-
-_P = PromptRow.__table__
-_R = EvalRecordRow.__table__
-_D = DatasetRow.__table__
-_M = ModelRow.__table__
+_P: Table = cast(Table, PromptRow.__table__)
+_R: Table = cast(Table, EvalRecordRow.__table__)
+_D: Table = cast(Table, DatasetRow.__table__)
+_M: Table = cast(Table, ModelRow.__table__)
 
 
 @dataclass
@@ -87,137 +89,13 @@ class DatasetInfo:
         }
 
 
-# -- duplicate resolution -------------------------------------------------------------------------
-
-
-class _Cell:
-    """The outcomes of one (prompt, model) seen so far in one import, resolved by the rule."""
-
-    __slots__ = ("n_cost", "n_score", "record", "sum_cost", "sum_score")
-
-    def __init__(self, record: EvalRecord) -> None:
-        self.record = record
-        self.n_score = 0 if record.score is None else 1
-        self.sum_score = record.score or 0.0
-        self.n_cost = 0 if record.cost_usd is None else 1
-        self.sum_cost = record.cost_usd or 0.0
-
-    def add(self, record: EvalRecord, rule: str) -> None:
-        if record.score is not None:
-            self.n_score += 1
-            self.sum_score += record.score
-        if record.cost_usd is not None:
-            self.n_cost += 1
-            self.sum_cost += record.cost_usd
-        current = self.record
-        if rule == "min":
-            if current.score is None or (record.score is not None and record.score < current.score):
-                self.record = record
-        else:  # "last" keeps the newest outcome; "mean" too, then averages score and cost
-            self.record = record
-
-    def resolved(self, rule: str) -> EvalRecord:
-        record = self.record
-        if rule == "mean" and (self.n_score > 1 or self.n_cost > 1):
-            from dataclasses import replace
-
-            record = replace(
-                record,
-                score=self.sum_score / self.n_score if self.n_score else None,
-                cost_usd=self.sum_cost / self.n_cost if self.n_cost else None,
-            )
-        return record
-
-
-def _check_record(record: EvalRecord) -> None:
-    if not record.prompt_key or not record.model:
-        raise DataError(f"An eval record needs a prompt key and a model (got {record.prompt_key!r}, {record.model!r}).")
-    if record.score is not None and not (0.0 <= record.score <= 1.0 and not math.isnan(record.score)):
-        raise DataError(
-            f"Score {record.score!r} of model {record.model!r} on prompt {record.prompt_key!r} is outside [0, 1].",
-            hint="Normalise scores to [0, 1] (importers take --score-scale).",
-        )
-
-
-def _prompt_row(item: PromptItem | EvalRecord, dataset_id: int) -> dict[str, Any]:
-    if isinstance(item, PromptItem):
-        key, text = item.key, item.text
-    else:
-        key, text = item.prompt_key, item.prompt
-    return {
-        "dataset_id": dataset_id,
-        "key": key,
-        "text": text,
-        "text_hash": text_hash(text),
-        "split": item.split,
-        "category": item.category,
-        "reference": item.reference,
-        "choices": item.choices,
-        "metadata": item.metadata or None,
-    }
-
-
-def _record_row(record: EvalRecord, prompt_id: int) -> dict[str, Any]:
-    return {
-        "prompt_id": prompt_id,
-        "model": record.model,
-        "score": record.score,
-        "dimensions": record.dimensions,
-        "cost_usd": record.cost_usd,
-        "latency_ms": record.latency_ms,
-        "tokens_in": record.tokens_in,
-        "tokens_out": record.tokens_out,
-        "response": record.response,
-        "judge": record.judge,
-        "source": record.source,
-        "tags": record.tags,
-        "created": utcnow(),
-    }
-
-
-def _merge_prompt(into: PromptItem, record: EvalRecord) -> None:
-    """Fill the prompt's empty fields from a later record of the same prompt."""
-    into.split = into.split or record.split
-    into.category = into.category or record.category
-    into.reference = into.reference or record.reference
-    into.choices = into.choices or record.choices
-    if record.metadata:
-        into.metadata = {**record.metadata, **into.metadata}
-
-
-def _batches(rows: Sequence[dict[str, Any]], size: int = BATCH) -> Iterator[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-# -- the store --------------------------------------------------------------------------------------
-
-
-def _normalise_url(url: str) -> str:
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver routerforge installs
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-    finally:
-        cursor.close()
-
-
 class Store:
     """Datasets of prompts and eval records, and candidate models, in one SQL database."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
-        self.url = _normalise_url(url)
-        self._safe_url = make_url(self.url).render_as_string(hide_password=True)
-        self.engine = self._create_engine(self.url)
+        self.url = normalise_url(url)
+        self._safe_url = safe_url(self.url)
+        self.engine: Engine = make_engine(self.url)
         if migrate:
             self.upgrade()
 
@@ -227,47 +105,9 @@ class Store:
         """The store at ``settings.store_url`` (default: ``$ROUTERFORGE_HOME/routerforge.db``)."""
         return cls(settings.store_url)
 
-    def _create_engine(self, url: str) -> Engine:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            memory = database in ("", ":memory:") or database.startswith("file::memory:")
-            if not memory:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
-            if memory:
-                kwargs["poolclass"] = StaticPool
-            engine = create_engine(url, **kwargs)
-            event.listen(engine, "connect", _set_sqlite_pragmas)
-            return engine
-        try:
-            return create_engine(url, pool_pre_ping=True)
-        except (ImportError, SQLAlchemyError) as exc:
-            raise ConfigError(
-                f"Cannot use the store URL {self._safe_url}: {exc}",
-                hint="For PostgreSQL install the postgres extra (psycopg) and use postgresql+psycopg://...",
-            ) from exc
-
     def upgrade(self) -> None:
         """Bring the schema up to date (``alembic upgrade heads``)."""
-        from importlib.resources import files
-
-        from alembic import command
-        from alembic.config import Config
-
-        migrations = Path(str(files("routerforge") / "migrations"))
-        config = Config(str(migrations / "alembic.ini"))
-        config.set_main_option("script_location", str(migrations))
-        config.set_main_option("version_locations", str(migrations / "versions"))
-        try:
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "heads")
-        except OperationalError as exc:
-            raise ConfigError(
-                f"Cannot open the store at {self._safe_url}: {exc.orig}",
-                hint="Check --store / data.store_url (ROUTERFORGE_DATA__STORE_URL) and that the database is up.",
-            ) from exc
+        upgrade_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -314,9 +154,7 @@ class Store:
             return conn.execute(select(_D.c.id).where(_D.c.name == name)).scalar() is not None
 
     def list_datasets(self) -> list[DatasetInfo]:
-        prompt_counts = (
-            select(_P.c.dataset_id, func.count().label("n")).group_by(_P.c.dataset_id).subquery()
-        )
+        prompt_counts = select(_P.c.dataset_id, func.count().label("n")).group_by(_P.c.dataset_id).subquery()
         record_counts = (
             select(
                 _P.c.dataset_id,
@@ -371,12 +209,14 @@ class Store:
         (a strict importer meeting a bad row) leaves the store untouched.
         """
         if rule not in RULES:
-            raise ValidationError(f"Unknown duplicate rule {rule!r}.", hint=f"Use one of: {', '.join(RULES)}.")
+            raise ValidationError(
+                f"Unknown duplicate rule {rule!r}.", hint=f"Use one of: {', '.join(RULES)}."
+            )
         report = ImportReport(dataset=dataset, rule=rule)
         prompts: dict[str, PromptItem] = {}
-        cells: dict[tuple[str, str], _Cell] = {}
+        cells: dict[tuple[str, str], Cell] = {}
         for record in records:
-            _check_record(record)
+            check_record(record)
             report.outcomes += 1
             item = prompts.get(record.prompt_key)
             if item is None:
@@ -390,10 +230,10 @@ class Store:
                     metadata=dict(record.metadata),
                 )
             else:
-                _merge_prompt(item, record)
+                merge_prompt(item, record)
             cell = cells.get((record.prompt_key, record.model))
             if cell is None:
-                cells[(record.prompt_key, record.model)] = _Cell(record)
+                cells[(record.prompt_key, record.model)] = Cell(record)
             else:
                 report.duplicates += 1
                 cell.add(record, rule)
@@ -417,7 +257,9 @@ class Store:
         """
         return self.import_records(dataset, records, rule="last").records
 
-    def add_prompts(self, dataset: str, items: Iterable[PromptItem], *, description: str | None = None) -> int:
+    def add_prompts(
+        self, dataset: str, items: Iterable[PromptItem], *, description: str | None = None
+    ) -> int:
         """Upsert prompts (without eval records) by key; creates the dataset. Returns how many were given."""
         unique: dict[str, PromptItem] = {}
         for item in items:
@@ -432,10 +274,12 @@ class Store:
     def _count_prompts(self, conn: Connection, dataset_id: int) -> int:
         return int(conn.execute(select(func.count()).where(_P.c.dataset_id == dataset_id)).scalar() or 0)
 
-    def _upsert_prompts(self, conn: Connection, dataset_id: int, items: Iterable[PromptItem]) -> dict[str, int]:
-        rows = [_prompt_row(item, dataset_id) for item in items]
+    def _upsert_prompts(
+        self, conn: Connection, dataset_id: int, items: Iterable[PromptItem]
+    ) -> dict[str, int]:
+        rows = [prompt_row(item, dataset_id) for item in items]
         keep_if_empty = ("split", "category", "reference", "choices", "metadata")
-        _upsert(
+        upsert(
             conn,
             _P,
             rows,
@@ -447,7 +291,7 @@ class Store:
         return {key: int(pid) for key, pid in found}
 
     def _upsert_records(self, conn: Connection, ids: dict[str, int], records: Sequence[EvalRecord]) -> None:
-        rows = [_record_row(r, ids[r.prompt_key]) for r in records]
+        rows = [record_row(r, ids[r.prompt_key]) for r in records]
         replace = (
             "score",
             "dimensions",
@@ -460,7 +304,7 @@ class Store:
             "source",
             "tags",
         )
-        _upsert(conn, _R, rows, conflict=("prompt_id", "model"), replace=replace, coalesce=())
+        upsert(conn, _R, rows, conflict=("prompt_id", "model"), replace=replace, coalesce=())
 
     # -- reading -----------------------------------------------------------------------------------
     def iter_prompts(self, dataset: str) -> Iterator[PromptItem]:
@@ -468,7 +312,15 @@ class Store:
         with self.engine.connect() as conn:
             dataset_id = self._dataset_id(conn, dataset)
             query = (
-                select(_P.c.key, _P.c.text, _P.c.reference, _P.c.choices, _P.c.category, _P.c.split, _P.c["metadata"])
+                select(
+                    _P.c.key,
+                    _P.c.text,
+                    _P.c.reference,
+                    _P.c.choices,
+                    _P.c.category,
+                    _P.c.split,
+                    _P.c["metadata"],
+                )
                 .where(_P.c.dataset_id == dataset_id)
                 .order_by(_P.c.id)
                 .execution_options(yield_per=BATCH)
@@ -483,8 +335,10 @@ class Store:
         """
         with self.engine.connect() as conn:
             dataset_id = self._dataset_id(conn, dataset)
-            join = _P.outerjoin(_R, _R.c.prompt_id == _P.c.id) if with_empty_prompts else _P.join(
-                _R, _R.c.prompt_id == _P.c.id
+            join = (
+                _P.outerjoin(_R, _R.c.prompt_id == _P.c.id)
+                if with_empty_prompts
+                else _P.join(_R, _R.c.prompt_id == _P.c.id)
             )
             query = (
                 select(
@@ -613,11 +467,15 @@ class Store:
         """Counts and per-model means (JSON-ready). ``oracle_score``: mean over scored prompts of the best score."""
         with self.engine.connect() as conn:
             dataset_id = self._dataset_id(conn, dataset)
-            info = conn.execute(select(_D.c.created, _D.c.source, _D.c.description).where(_D.c.id == dataset_id)).one()
+            info = conn.execute(
+                select(_D.c.created, _D.c.source, _D.c.description).where(_D.c.id == dataset_id)
+            ).one()
             in_dataset = _P.c.dataset_id == dataset_id
             joined = _R.join(_P, _R.c.prompt_id == _P.c.id)
             n_prompts = self._count_prompts(conn, dataset_id)
-            n_records = int(conn.execute(select(func.count()).select_from(joined).where(in_dataset)).scalar() or 0)
+            n_records = int(
+                conn.execute(select(func.count()).select_from(joined).where(in_dataset)).scalar() or 0
+            )
             per_model = conn.execute(
                 select(
                     _R.c.model,
@@ -639,7 +497,9 @@ class Store:
                 .subquery()
             )
             oracle, scored_prompts = conn.execute(select(func.avg(best.c.best), func.count())).one()
-            splits = conn.execute(select(_P.c.split, func.count()).where(in_dataset).group_by(_P.c.split)).all()
+            splits = conn.execute(
+                select(_P.c.split, func.count()).where(in_dataset).group_by(_P.c.split)
+            ).all()
             splits = sorted(splits, key=lambda row: (row[0] is None, row[0] or ""))
             n_categories = conn.execute(
                 select(func.count(func.distinct(_P.c.category))).where(in_dataset)
@@ -684,7 +544,7 @@ class Store:
         }
         replace = tuple(k for k in row if k not in ("id", "created"))
         with self.engine.begin() as conn:
-            _upsert(conn, _M, [row], conflict=("id",), replace=replace, coalesce=())
+            upsert(conn, _M, [row], conflict=("id",), replace=replace, coalesce=())
 
     def get_model(self, model_id: str) -> CandidateModel:
         with self.engine.connect() as conn:
@@ -718,42 +578,3 @@ def _candidate(row: Any) -> CandidateModel:
 
 def _round(value: Any, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def _dialect_insert(conn: Connection) -> Any:
-    name = conn.dialect.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    raise ConfigError(f"The store supports SQLite and PostgreSQL, not {name}.")
-
-
-def _upsert(
-    conn: Connection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    *,
-    conflict: tuple[str, ...],
-    replace: tuple[str, ...],
-    coalesce: tuple[str, ...],
-) -> None:
-    """INSERT … ON CONFLICT DO UPDATE in batches of ``BATCH`` rows (executemany).
-
-    ``replace`` columns take the new value; ``coalesce`` columns keep the stored value when the new one is NULL.
-    """
-    if not rows:
-        return
-    insert = _dialect_insert(conn)
-    stmt = insert(table)
-    keys = {c.key: c for c in table.columns}
-    set_ = {name: stmt.excluded[name] for name in replace}
-    for name in coalesce:
-        set_[name] = func.coalesce(stmt.excluded[name], keys[name])
-    stmt = stmt.on_conflict_do_update(index_elements=list(conflict), set_=set_)
-    for batch in _batches(rows):
-        conn.execute(stmt, list(batch))

@@ -54,15 +54,6 @@ def _chain(prev: bytes, segment: str) -> bytes:
 _ROOT = b""
 
 
-def _prefix_hashes(segments: Sequence[str], limit: int) -> list[bytes]:
-    hashes: list[bytes] = []
-    h = _ROOT
-    for seg in segments[:limit]:
-        h = _chain(h, seg)
-        hashes.append(h)
-    return hashes
-
-
 @dataclass
 class BoilerplateStripper:
     """Removes long prefixes and suffixes that many prompts of a corpus share.
@@ -132,13 +123,9 @@ class BoilerplateStripper:
     def _count(self, segments: Sequence[str], counts: Counter[bytes], lengths: dict[bytes, int]) -> None:
         h = _ROOT
         chars = 0
-        seen: set[bytes] = set()
         for seg in segments[: self.max_segments]:
             h = _chain(h, seg)
             chars += len(seg.strip())
-            if h in seen:  # pragma: no cover - a chained hash cannot repeat within one text
-                continue
-            seen.add(h)
             counts[h] += 1
             lengths[h] = chars
 
@@ -168,12 +155,19 @@ class BoilerplateStripper:
         return [self.apply(t) for t in texts]
 
     def _longest(self, segments: Sequence[str], known: set[bytes]) -> int:
+        """How many leading ``segments`` form the longest prefix in ``known``."""
         if not known:
             return 0
         best = 0
-        for i, h in enumerate(_prefix_hashes(segments, self.max_segments), start=1):
+        h = _ROOT
+        chars = 0
+        for i, seg in enumerate(segments[: self.max_segments], start=1):
+            h = _chain(h, seg)
+            chars += len(seg.strip())
             if h in known:
                 best = i
+            elif chars >= self.min_chars:
+                break  # long enough but too rare: every longer prefix is rarer still
         return best
 
     # -- persistence -------------------------------------------------------------------------------

@@ -79,7 +79,11 @@ def resolve_candidates(
     registered = {m.id: m for m in store.list_models()}
     for name in names:
         if is_local(name):
-            out.append(local_candidate(name, cache_dir=cache_dir, max_tokens=max_tokens, nominal_prices=nominal_prices))
+            out.append(
+                local_candidate(
+                    name, cache_dir=cache_dir, max_tokens=max_tokens, nominal_prices=nominal_prices
+                )
+            )
             continue
         model = registered.get(name)
         if model is None:

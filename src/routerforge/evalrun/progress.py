@@ -6,13 +6,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from routerforge.evalrun.runner import ProgressHook
 
 
 @contextmanager
-def cost_progress(total: int, label: str, *, console: Console | None = None, enabled: bool = True) -> Iterator[ProgressHook]:
+def cost_progress(
+    total: int, label: str, *, console: Console | None = None, enabled: bool = True
+) -> Iterator[ProgressHook]:
     """A progress hook for :func:`run_eval` that advances a bar and shows ``$`` spent so far."""
     if not enabled or total <= 0:
         yield lambda _model, _cost: None

@@ -51,7 +51,9 @@ class Candidate:
     def worst_case_usd(self, prompt: str) -> float:
         """An upper estimate of one call's cost (prompt ≈ 1 token per 3 characters, full max_tokens)."""
         tokens_in = len(prompt) // 3 + 16
-        return (tokens_in * (self.input_usd_per_mtok or 0.0) + self.max_tokens * (self.output_usd_per_mtok or 0.0)) / 1e6
+        return (
+            tokens_in * (self.input_usd_per_mtok or 0.0) + self.max_tokens * (self.output_usd_per_mtok or 0.0)
+        ) / 1e6
 
 
 @dataclass
@@ -127,7 +129,9 @@ class RecordSink:
 ProgressHook = Callable[[str, float], None]  # (model id, running cost in USD) after every finished cell
 
 
-async def _call_with_retries(candidate: Candidate, request: ChatRequest, retries: int, backoff_s: float) -> ChatResult:
+async def _call_with_retries(
+    candidate: Candidate, request: ChatRequest, retries: int, backoff_s: float
+) -> ChatResult:
     attempt = 0
     while True:
         try:
@@ -147,10 +151,14 @@ async def _judge_safely(judge: Judge, item: JudgeInput) -> Verdict:
         return Verdict(score=None, label="judge_failure", judge=judge.name, details={"errors": [str(exc)]})
 
 
-def _record(prompt: PromptItem, candidate: Candidate, result: ChatResult, verdict: Verdict, cost: float | None) -> EvalRecord:
+def _record(
+    prompt: PromptItem, candidate: Candidate, result: ChatResult, verdict: Verdict, cost: float | None
+) -> EvalRecord:
     tags = [f"verdict:{verdict.label}"]
     if verdict.attempts > 1:
         tags.append(f"judge_attempts:{verdict.attempts}")
+    if verdict.details.get("position_inconsistent"):
+        tags.append(f"position_inconsistent:{verdict.details['position_inconsistent']}")
     return EvalRecord(
         prompt_key=prompt.key,
         prompt=prompt.text,
@@ -211,7 +219,9 @@ async def run_eval(
     start = time.perf_counter()
 
     async def work(candidate: Candidate, queue: asyncio.Queue[PromptItem]) -> None:
-        stats = report.per_model.setdefault(candidate.id, {"done": 0, "failed": 0, "score_sum": 0.0, "cost_usd": 0.0})
+        stats = report.per_model.setdefault(
+            candidate.id, {"done": 0, "failed": 0, "score_sum": 0.0, "cost_usd": 0.0}
+        )
         while not queue.empty():
             prompt = queue.get_nowait()
             estimate = candidate.worst_case_usd(prompt.text)
@@ -237,7 +247,8 @@ async def run_eval(
                 continue
             cost = candidate.cost_of(result)
             verdict = await _judge_safely(
-                judge, JudgeInput(prompt.text, result.text, prompt.reference, prompt.choices, dict(prompt.metadata))
+                judge,
+                JudgeInput(prompt.text, result.text, prompt.reference, prompt.choices, dict(prompt.metadata)),
             )
             total_cost = (cost or 0.0) + verdict.cost_usd
             sink.write(_record(prompt, candidate, result, verdict, cost))
@@ -267,7 +278,7 @@ async def run_eval(
         report.elapsed_s = time.perf_counter() - start
         report.cost_usd = budget.spent
     for stats in report.per_model.values():
-        stats["mean_score"] = stats["score_sum"] / stats["done"] if stats["done"] else float("nan")
+        stats["mean_score"] = stats["score_sum"] / stats["done"] if stats["done"] else None  # type: ignore[assignment]
     if budget.exhausted and report.done + report.failed + report.skipped < report.cells:
         report.stopped = "spending_cap"
         error = SpendingCapError(

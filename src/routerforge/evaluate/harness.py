@@ -41,24 +41,26 @@ class Encoder(Protocol):
 
 
 class EmbedderEncoder:
-    """The default :class:`Encoder`: an embedder for dense vectors plus :class:`Bm25Encoder` for sparse ones.
+    """The default :class:`Encoder`, mirroring ``routers.pipeline.train_router``: a boilerplate stripper and
+    a BM25 encoder fitted (label-free) on the training prompts by :meth:`fit`, then dense vectors from the
+    embedder and BM25 document (training) or query (held-out) vectors of the stripped texts."""
 
-    With ``strip=True`` shared boilerplate (few-shot preambles, fixed instructions) is learnt by
-    :meth:`fit` from the training prompts (label-free) and removed before both encodings.
-    """
-
-    def __init__(self, embedder: Any, *, sparse: bool = True, strip: bool = True, progress: bool = False) -> None:
+    def __init__(
+        self, embedder: Any, *, sparse: bool = True, strip: bool = True, progress: bool = False
+    ) -> None:
         self.embedder = embedder
         self.use_sparse = sparse
         self.strip = strip
         self.progress = progress
         self.stripper: Any = None
+        self.bm25: Any = None
 
     def fit(self, texts: Sequence[str]) -> None:
-        if self.strip:
-            from routerforge.embed.text import BoilerplateStripper
+        from routerforge.embed.sparse import Bm25Encoder
+        from routerforge.embed.text import BoilerplateStripper
 
-            self.stripper = BoilerplateStripper().fit(texts)
+        self.stripper = BoilerplateStripper().fit(texts) if self.strip else None
+        self.bm25 = Bm25Encoder().fit(texts) if self.use_sparse else None
 
     def _prepare(self, texts: Sequence[str]) -> list[str]:
         return self.stripper.apply_many(texts) if self.stripper is not None else list(texts)
@@ -66,7 +68,9 @@ class EmbedderEncoder:
     def dense(self, texts: Sequence[str]) -> np.ndarray:
         from routerforge.embed.encode import encode
 
-        vectors, _ = encode(self._prepare(texts), self.embedder, sparse=False, progress=self.progress)
+        vectors, _ = encode(
+            list(texts), self.embedder, sparse=False, progress=self.progress, stripper=self.stripper
+        )
         return vectors
 
     def sparse(self, texts: Sequence[str], kind: str) -> list[SparseVector] | None:
@@ -74,11 +78,15 @@ class EmbedderEncoder:
             return None
         from routerforge.embed.sparse import Bm25Encoder
 
+        bm25 = self.bm25 or Bm25Encoder()
         prepared = self._prepare(texts)
-        if kind == "query":
-            return Bm25Encoder().encode_queries(prepared)
-        # avg_len is a label-free corpus statistic of the training matrix's prompt lengths
-        return Bm25Encoder().fit(prepared).encode_documents(prepared)
+        return bm25.encode_queries(prepared) if kind == "query" else bm25.encode_documents(prepared)
+
+    def trained(self, router: Router, embedder: Any) -> Any:
+        """The fitted ``router`` as a ``routers.pipeline.TrainedRouter`` with this preprocessing and ``embedder``."""
+        from routerforge.routers.pipeline import TrainedRouter
+
+        return TrainedRouter(router, embedder, stripper=self.stripper, bm25=self.bm25)
 
 
 # Given a fitted router, a function that routes one prompt text end to end (embedding included).

@@ -49,9 +49,14 @@ def error_response(exc: BaseException, request_id: str | None = None) -> JSONRes
     headers = {REQUEST_ID_HEADER: request_id} if request_id else None
     if isinstance(exc, RouterForgeError):
         status = int(getattr(exc, "http_status", 500))
-        body = error_body(str(exc), exc.error_type, param=getattr(exc, "param", None), code=getattr(exc, "code", None))
+        body = error_body(
+            str(exc), exc.error_type, param=getattr(exc, "param", None), code=getattr(exc, "code", None)
+        )
         if status == 429:
-            headers = {**(headers or {}), "retry-after": "60" if exc.error_type == "rate_limit_error" else "3600"}
+            headers = {
+                **(headers or {}),
+                "retry-after": "60" if exc.error_type == "rate_limit_error" else "3600",
+            }
         return JSONResponse(body, status_code=status, headers=headers)
     if isinstance(exc, StarletteHTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
@@ -136,11 +141,23 @@ def create_app(
         return error_response(exc, getattr(request.state, "request_id", None))
 
     async def authenticate(request: Request) -> Principal:
+        principal = await identify(request)
+        await limit(principal)
+        return principal
+
+    async def limit(principal: Principal) -> None:
+        rpm = principal.requests_per_minute or gateway_config.tenant(principal.tenant).requests_per_minute
+        await svc.limiter.check(principal.key_id or principal.tenant, rpm)
+
+    async def identify(request: Request) -> Principal:
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             if not gateway_config.require_auth:
                 return ANONYMOUS
-            raise AuthError("Missing API key.", hint="Send 'Authorization: Bearer rf-…' (create one with `routerforge keys create`).")
+            raise AuthError(
+                "Missing API key.",
+                hint="Send 'Authorization: Bearer rf-…' (create one with `routerforge keys create`).",
+            )
         if keys is None:
             if not gateway_config.require_auth:
                 return ANONYMOUS
@@ -150,26 +167,26 @@ def create_app(
             info = await anyio.to_thread.run_sync(keys.lookup, token)
         if info is None:
             raise AuthError("Invalid or revoked API key.")
-        principal = principal_of(info)
-        rpm = principal.requests_per_minute or gateway_config.tenant(principal.tenant).requests_per_minute
-        await svc.limiter.check(principal.key_id or principal.tenant, rpm)
-        return principal
+        return principal_of(info)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         request_id = new_request_id()
         request.state.request_id = request_id
-        principal = await authenticate(request)
+        principal = await identify(request)
         try:
+            await limit(principal)
             req = await parse_body(request, ChatCompletionRequest)
-        except RouterForgeError as exc:
+        except RouterForgeError as exc:  # refused before routing: still one row in the log
             svc.log_failure(principal, request_id, "", exc.http_status, str(exc))
             raise
         prep = await svc.prepare(principal, req, request_id)
         if not req.stream:
             body = await svc.complete(prep)
             headers = {MODEL_HEADER: body["model"], REQUEST_ID_HEADER: request_id}
-            return Response(json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers)
+            return Response(
+                json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers
+            )
         stream = await svc.open_stream(prep)
         headers = {MODEL_HEADER: stream.model.id, REQUEST_ID_HEADER: request_id, "cache-control": "no-cache"}
         return StreamingResponse(
@@ -194,7 +211,7 @@ def create_app(
             text = body.text()
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        out = await svc.route(principal, body.model, text)
+        out = await svc.route(principal, body.model, text, explain=body.explain)
         out["request_id"] = request_id
         return JSONResponse(out, headers={MODEL_HEADER: out["model"], REQUEST_ID_HEADER: request_id})
 
@@ -249,11 +266,15 @@ def _parse_since(value: str | None) -> dt.datetime | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1] in units and value[:-1].isdigit():
-        return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
+            seconds=int(value[:-1]) * units[value[-1]]
+        )
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ValidationError(f"Cannot read since={value!r}.", hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d.") from exc
+        raise ValidationError(
+            f"Cannot read since={value!r}.", hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d."
+        ) from exc
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed

@@ -39,7 +39,8 @@ def load_pepper(home: Path, env_name: str | None = None) -> bytes:
         value = env_value(env_name)
         if not value:
             raise ConfigError(
-                f"key_pepper_env names {env_name!r} but that variable is empty.", hint=f"export {env_name}=<random>"
+                f"key_pepper_env names {env_name!r} but that variable is empty.",
+                hint=f"export {env_name}=<random>",
             )
         return value.encode()
     path = home / "gateway_pepper"
@@ -70,7 +71,12 @@ class KeyStore:
         self._lock = threading.Lock()
 
     def create(
-        self, tenant: str, *, name: str | None = None, admin: bool = False, requests_per_minute: int | None = None
+        self,
+        tenant: str,
+        *,
+        name: str | None = None,
+        admin: bool = False,
+        requests_per_minute: int | None = None,
     ) -> tuple[str, KeyInfo]:
         """Create a key; returns ``(secret, info)``. The secret is shown once and never stored."""
         if not tenant or len(tenant) > 128:
@@ -89,7 +95,9 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> None:
         if not self.db.revoke_key(key_id):
-            raise AuthError(f"No active key with id {key_id!r}.", hint="List keys with `routerforge keys list`.")
+            raise AuthError(
+                f"No active key with id {key_id!r}.", hint="List keys with `routerforge keys list`."
+            )
         with self._lock:
             self._cache.clear()
 
@@ -131,5 +139,8 @@ def bearer_token(header: str | None) -> str | None:
 
 def principal_of(info: KeyInfo) -> Principal:
     return Principal(
-        tenant=info.tenant, key_id=info.id, is_admin=info.is_admin, requests_per_minute=info.requests_per_minute
+        tenant=info.tenant,
+        key_id=info.id,
+        is_admin=info.is_admin,
+        requests_per_minute=info.requests_per_minute,
     )

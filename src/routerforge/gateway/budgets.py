@@ -70,9 +70,7 @@ class Budgets:
         st = await self.state(tenant)
         frac = st.fraction_left
         if frac is not None and frac <= 0.0:
-            which = (
-                "daily" if st.daily_usd is not None and st.spent_day_usd >= st.daily_usd else "monthly"
-            )
+            which = "daily" if st.daily_usd is not None and st.spent_day_usd >= st.daily_usd else "monthly"
             limit = st.daily_usd if which == "daily" else st.monthly_usd
             raise BudgetExceededError(
                 f"Tenant {tenant!r} has used its {which} budget of ${limit:g}.",

@@ -59,7 +59,9 @@ class ModelConfig(_Strict):
     )
     base_url: str | None = None
     upstream_model: str | None = Field(default=None, description="Model name sent upstream (default: id).")
-    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the key.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the key."
+    )
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
     context_window: int | None = Field(default=None, ge=1)
@@ -70,7 +72,9 @@ class ModelConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent upstream.")
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
-    fallbacks: list[str] = Field(default_factory=list, description="Models tried, in order, when this one fails.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried, in order, when this one fails."
+    )
 
     @property
     def upstream_name(self) -> str:
@@ -99,7 +103,9 @@ class ModelConfig(_Strict):
         )
 
     def cost_usd(self, tokens_in: int | None, tokens_out: int | None) -> float:
-        return ((tokens_in or 0) * self.input_usd_per_mtok + (tokens_out or 0) * self.output_usd_per_mtok) / 1e6
+        return (
+            (tokens_in or 0) * self.input_usd_per_mtok + (tokens_out or 0) * self.output_usd_per_mtok
+        ) / 1e6
 
     @property
     def unit_price(self) -> float:
@@ -114,7 +120,8 @@ class PolicyConfig(_Strict):
         description="threshold t in [0,1], λ (USD⁻¹ per query, ≥ 0) or δ (score tolerance, ≥ 0).",
     )
     target: str | None = Field(
-        default=None, description="Calibrated target recorded with the router (e.g. 'strong-share=0.3'); informative."
+        default=None,
+        description="Calibrated target recorded with the router (e.g. 'strong-share=0.3'); informative.",
     )
 
     @model_validator(mode="after")
@@ -133,10 +140,14 @@ class SyntheticModelConfig(_Strict):
 
     name: str
     router: str = Field(description="Router directory name under the routers dir, or a path.")
-    models: list[str] | None = Field(default=None, description="Candidate models (default: the router's models).")
+    models: list[str] | None = Field(
+        default=None, description="Candidate models (default: the router's models)."
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     fallbacks: list[str] = Field(default_factory=list)
-    tenant: str | None = Field(default=None, description="Only this tenant may use it (default: every tenant).")
+    tenant: str | None = Field(
+        default=None, description="Only this tenant may use it (default: every tenant)."
+    )
 
 
 class TenantConfig(_Strict):
@@ -152,7 +163,10 @@ class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(default=200_000, ge=1)
     oversize: Literal["reject", "truncate"] = "reject"
     low_budget_fraction: float = Field(
-        default=0.2, ge=0, le=1, description="Below this share of budget left, policies shift to cheaper models."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Below this share of budget left, policies shift to cheaper models.",
     )
 
 
@@ -178,6 +192,22 @@ class LoggingConfig(_Strict):
         return [re.compile(p) for p in self.redact_patterns]
 
 
+class RoutingConfig(_Strict):
+    """How routers run inside the gateway (the router's saved embedding settings, with these overrides)."""
+
+    embed_threads: int | None = Field(
+        default=1,
+        ge=0,
+        description="onnxruntime threads of the router's embedder (1 leaves a core to the event loop; "
+        "None keeps the router's saved setting).",
+    )
+    embed_cache: bool = Field(
+        default=False,
+        description="Cache request embeddings on disk (off: production prompts would grow the cache forever).",
+    )
+    max_batch: int = Field(default=32, ge=1, le=1024, description="Most prompts embedded in one batch.")
+
+
 class ReliabilityConfig(_Strict):
     """Retry backoff and circuit breaker of every upstream (retry counts are per model: max_retries)."""
 
@@ -196,9 +226,13 @@ class GatewayConfig(_Strict):
     counters: CountersConfig = Field(default_factory=CountersConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
-    require_auth: bool = Field(default=True, description="When false, requests without a key use tenant 'default'.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    require_auth: bool = Field(
+        default=True, description="When false, requests without a key use tenant 'default'."
+    )
     key_pepper_env: str | None = Field(
-        default=None, description="Env var with the API-key pepper (default: a 0600 file in the home directory)."
+        default=None,
+        description="Env var with the API-key pepper (default: a 0600 file in the home directory).",
     )
     default_router_policy: PolicyConfig = Field(
         default_factory=lambda: PolicyConfig(kind="threshold", knob=0.5),
@@ -251,7 +285,9 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
-        raise ConfigError(f"Gateway config {p} does not exist.", hint="Check the path given to --config.") from exc
+        raise ConfigError(
+            f"Gateway config {p} does not exist.", hint="Check the path given to --config."
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"Gateway config {p} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -51,7 +51,9 @@ class GwApiKey(Base):
     __tablename__ = "gw_api_keys"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(128), ForeignKey("gw_tenants.name"), nullable=False, index=True)
+    tenant: Mapped[str] = mapped_column(
+        String(128), ForeignKey("gw_tenants.name"), nullable=False, index=True
+    )
     name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -186,7 +188,7 @@ def ensure_schema(url: str) -> None:
         from routerforge.data.store import Store
     except ImportError:  # the store module is not there (partial install): create the gateway tables only
         engine = make_engine(url)
-        Base.metadata.create_all(engine, tables=GATEWAY_TABLES)
+        Base.metadata.create_all(engine, tables=GATEWAY_TABLES)  # type: ignore[arg-type]
         engine.dispose()
         return
     store = Store(url)
@@ -214,10 +216,14 @@ class GatewayDB:
             row = conn.execute(select(GwTenant.name).where(GwTenant.name == name)).first()
             if row is None:
                 conn.execute(
-                    insert(GwTenant).values(name=name, training_opt_out=bool(training_opt_out), created_at=utcnow())
+                    insert(GwTenant).values(
+                        name=name, training_opt_out=bool(training_opt_out), created_at=utcnow()
+                    )
                 )
             elif training_opt_out is not None:
-                conn.execute(update(GwTenant).where(GwTenant.name == name).values(training_opt_out=training_opt_out))
+                conn.execute(
+                    update(GwTenant).where(GwTenant.name == name).values(training_opt_out=training_opt_out)
+                )
 
     def tenant_opt_out(self, name: str) -> bool:
         with self.engine.connect() as conn:
@@ -226,7 +232,9 @@ class GatewayDB:
 
     def list_tenants(self) -> list[tuple[str, bool]]:
         with self.engine.connect() as conn:
-            return [(r[0], bool(r[1])) for r in conn.execute(select(GwTenant.name, GwTenant.training_opt_out))]
+            return [
+                (r[0], bool(r[1])) for r in conn.execute(select(GwTenant.name, GwTenant.training_opt_out))
+            ]
 
     # -- keys -----------------------------------------------------------------------------------
     def add_key(
@@ -392,7 +400,12 @@ class GatewayDB:
                 select(_FB).where(_FB.c.request_id.in_(ids)).order_by(_FB.c.created_at)
             ).mappings():
                 out.setdefault(f["request_id"], []).append(
-                    {"rating": f["rating"], "labels": f["labels"] or {}, "comment": f["comment"], "tenant": f["tenant"]}
+                    {
+                        "rating": f["rating"],
+                        "labels": f["labels"] or {},
+                        "comment": f["comment"],
+                        "tenant": f["tenant"],
+                    }
                 )
         return out
 
@@ -402,19 +415,13 @@ class GatewayDB:
         now = utcnow()
         expires = now + dt.timedelta(seconds=ttl_s)
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[GwCounter.key], set_={"value": GwCounter.value + stmt.excluded.value}
-            ).returning(GwCounter.value)
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[GwCounter.key], set_={"value": GwCounter.value + stmt.excluded.value}
-            ).returning(GwCounter.value)
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        ins = dialect_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[GwCounter.key], set_={"value": GwCounter.value + ins.excluded.value}
+        ).returning(GwCounter.value)
         with self.engine.begin() as conn:
             value = conn.execute(stmt).scalar_one()
         return float(value)
@@ -423,11 +430,14 @@ class GatewayDB:
         if not keys:
             return []
         with self.engine.connect() as conn:
-            found = dict(conn.execute(select(GwCounter.key, GwCounter.value).where(GwCounter.key.in_(list(keys)))).all())
+            found = dict(
+                conn.execute(
+                    select(GwCounter.key, GwCounter.value).where(GwCounter.key.in_(list(keys)))
+                ).all()
+            )
         return [float(found.get(k, 0.0)) for k in keys]
 
     def counters_purge(self) -> int:
         with self.engine.begin() as conn:
             res = conn.execute(delete(GwCounter).where(GwCounter.expires_at < utcnow()))
         return int(res.rowcount or 0)
-

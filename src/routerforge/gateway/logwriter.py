@@ -1,25 +1,23 @@
 """The request log writer: off the hot path, batched, and flushed on shutdown.
 
-Handlers call :meth:`LogWriter.submit` (a non-blocking ``queue.put``) from a ``finally`` block, so a row is
-queued whether the upstream failed, the client disconnected or the request succeeded. A daemon thread
-takes rows in batches (up to ``batch_size``, or whatever arrived within ``flush_interval_s``), redacts them
-and inserts them in one transaction. :meth:`close` drains the queue before the process exits. A batch
+Handlers call :meth:`LogWriter.submit` (an atomic ``deque.append``: no lock, no thread wake-up) from a
+``finally`` block, so a row is queued whether the upstream failed, the client disconnected or the request
+succeeded. A daemon thread wakes every ``flush_interval_s`` (or as soon as ``batch_size`` rows wait), takes
+the rows in batches, redacts them and inserts each batch in one transaction. :meth:`close` drains the queue before the process exits. A batch
 that fails to insert is retried once, then written row by row so one bad row cannot sink the others.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
+from collections import deque
 from typing import Any
 
 from routerforge.gateway.db import GatewayDB
 
 log = logging.getLogger("routerforge.gateway.log")
-
-_STOP = object()
 
 
 def redact(value: Any, patterns: list[re.Pattern[str]]) -> Any:
@@ -52,84 +50,66 @@ class LogWriter:
         self.flush_interval_s = flush_interval_s
         self.patterns = redact_patterns or []
         self.store_messages = store_messages
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._rows: deque[dict[str, Any]] = deque()  # append/popleft are atomic: no lock on the hot path
+        self._wake = threading.Event()
+        self._stop = False
+        self._flushed = threading.Condition()
+        self._submitted = 0
+        self._done = 0
         self._thread: threading.Thread | None = None
         self.written = 0
         self.failed = 0
 
     def start(self) -> None:
         if self._thread is None:
+            self._stop = False
             self._thread = threading.Thread(target=self._run, name="routerforge-logwriter", daemon=True)
             self._thread.start()
 
     def submit(self, row: dict[str, Any]) -> None:
-        self._queue.put(row)
+        """Queue one row (never blocks, never touches the database)."""
+        self._submitted += 1
+        self._rows.append(row)
+        if len(self._rows) >= self.batch_size:
+            self._wake.set()
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Block until every row submitted so far is written."""
-        done = threading.Event()
-        self._queue.put(done)
+        """Block until every row submitted so far is written (or failed)."""
+        target = self._submitted
         if self._thread is None:
-            self._drain_sync()
-        done.wait(timeout_s)
+            self._drain()
+            return
+        self._wake.set()
+        with self._flushed:
+            self._flushed.wait_for(lambda: self._done >= target, timeout=timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
+        """Write everything still queued and stop the thread."""
         if self._thread is None:
-            self._drain_sync()
+            self._drain()
             return
-        self._queue.put(_STOP)
+        self._stop = True
+        self._wake.set()
         self._thread.join(timeout_s)
         self._thread = None
+        self._drain()
 
-    def _drain_sync(self) -> None:
-        rows: list[dict[str, Any]] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, dict):
-                rows.append(item)
-            elif isinstance(item, threading.Event):
-                item.set()
-        self._write(rows)
+    def _drain(self) -> None:
+        while self._rows:
+            batch: list[dict[str, Any]] = []
+            while self._rows and len(batch) < self.batch_size:
+                batch.append(self._rows.popleft())
+            self._write(batch)
+            with self._flushed:
+                self._done += len(batch)
+                self._flushed.notify_all()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            rows: list[dict[str, Any]] = []
-            events: list[threading.Event] = []
-            stop = False
-            pending = [item]
-            while True:
-                for it in pending:
-                    if it is _STOP:
-                        stop = True
-                    elif isinstance(it, threading.Event):
-                        events.append(it)
-                    else:
-                        rows.append(it)
-                if stop or events or len(rows) >= self.batch_size:
-                    break
-                try:
-                    pending = [self._queue.get(timeout=self.flush_interval_s)]
-                except queue.Empty:
-                    break
-            if stop:  # drain what is left after the stop marker too
-                while True:
-                    try:
-                        it = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(it, dict):
-                        rows.append(it)
-                    elif isinstance(it, threading.Event):
-                        events.append(it)
-            self._write(rows)
-            for e in events:
-                e.set()
-            if stop:
-                return
+        while not self._stop:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self._drain()
+        self._drain()
 
     def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
         out = dict(row)

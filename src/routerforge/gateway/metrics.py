@@ -44,9 +44,14 @@ class GatewayMetrics:
             registry=r,
         )
         self.tokens = Counter(
-            "routerforge_tokens", "Tokens by model and direction (in/out).", ["model", "direction"], registry=r
+            "routerforge_tokens",
+            "Tokens by model and direction (in/out).",
+            ["model", "direction"],
+            registry=r,
         )
-        self.cost = Counter("routerforge_cost_usd", "Spend in USD by tenant and model.", ["tenant", "model"], registry=r)
+        self.cost = Counter(
+            "routerforge_cost_usd", "Spend in USD by tenant and model.", ["tenant", "model"], registry=r
+        )
         self.budget_left = Gauge(
             "routerforge_budget_left_usd",
             "USD left in the tightest budget of a tenant (last seen by this process).",

@@ -16,6 +16,7 @@ thread; nothing here imports torch. As a tenant's budget runs low the knob shift
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -26,33 +27,77 @@ from typing import Any
 import numpy as np
 
 from routerforge.config import Settings
-from routerforge.errors import ArtifactError, ConfigError, PermissionDeniedError, UnknownModelError, ValidationError
-from routerforge.gateway.config import GatewayConfig, ModelConfig, PolicyConfig, SyntheticModelConfig
+from routerforge.errors import (
+    ArtifactError,
+    ConfigError,
+    PermissionDeniedError,
+    UnknownModelError,
+    ValidationError,
+)
+from routerforge.gateway.batching import PredictBatcher
+from routerforge.gateway.config import (
+    GatewayConfig,
+    ModelConfig,
+    PolicyConfig,
+    RoutingConfig,
+    SyntheticModelConfig,
+)
 from routerforge.policy import choose_tolerance, choose_wtp, parse_router_model, strong_probability
 
 
 class LoadedRouter:
     """A trained router directory, loaded once; thin adapter over ``routers.pipeline.TrainedRouter``."""
 
-    def __init__(self, directory: Path, settings: Settings) -> None:
+    def __init__(self, directory: Path, settings: Settings, options: RoutingConfig | None = None) -> None:
         from routerforge.routers.pipeline import TrainedRouter
 
         self.directory = directory
-        self._router: Any = TrainedRouter.load(directory, settings)
+        embedder = _serving_embedder(directory, settings, options or RoutingConfig())
+        self._router: Any = TrainedRouter.load(directory, settings, embedder=embedder)
         self.models: list[str] = list(self._router.models)
         self.name: str = directory.name
         self._lock = threading.Lock()  # index shards are not guaranteed thread-safe
 
-    def predict(self, text: str) -> np.ndarray:
+    def predict_many(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), n_models)`` predicted scores (embedding included)."""
         with self._lock:
-            out = np.asarray(self._router.predict([text]), dtype=np.float64)
-        return out[0]
+            return np.asarray(self._router.predict(list(texts)), dtype=np.float64)
+
+    def predict(self, text: str) -> np.ndarray:
+        return self.predict_many([text])[0]
 
     def explain(self, text: str) -> dict[str, Any]:
         with self._lock:
             exp = self._router.explain(text)
         details = getattr(exp, "details", {}) or {}
-        return {"router": getattr(exp, "router", self.name), "reason": getattr(exp, "reason", ""), "details": details}
+        return {
+            "router": getattr(exp, "router", self.name),
+            "reason": getattr(exp, "reason", ""),
+            "details": details,
+        }
+
+
+def _serving_embedder(directory: Path, settings: Settings, options: RoutingConfig) -> Any:
+    """The router's saved embedder, rebuilt with the gateway's thread and cache overrides (``None``: as saved)."""
+    import json
+
+    from routerforge.config import EmbedSettings
+    from routerforge.embed.factory import build_embedder
+
+    try:
+        doc = json.loads((directory / "embedder.json").read_text(encoding="utf-8"))
+        saved = EmbedSettings(**doc["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unknown layout or no recorded settings: let TrainedRouter.load decide
+    update: dict[str, Any] = {"cache": options.embed_cache}
+    if options.embed_threads is not None:
+        update["threads"] = options.embed_threads
+    if settings.embed.api_key is not None and (settings.embed.provider, settings.embed.url) == (
+        saved.provider,
+        saved.url,
+    ):
+        update["api_key"] = settings.embed.api_key
+    return build_embedder(saved.model_copy(update=update), cache_dir=settings.cache_dir)
 
 
 @dataclass
@@ -86,7 +131,7 @@ class Decision:
             "model": self.model,
             "synthetic_model": self.synthetic_model,
             "policy": self.policy,
-            "knob": self.knob,
+            "knob": self.knob if self.knob is None or math.isfinite(self.knob) else None,
             "predicted": self.predicted,
             "reason": self.reason,
             "routing_ms": round(self.routing_ms, 3),
@@ -130,6 +175,22 @@ class Routing:
         self._routers: dict[Path, LoadedRouter] = {}
         self._load_lock = threading.Lock()
         self._named = {s.name: s for s in config.synthetic_models}
+        self._batchers: dict[int, PredictBatcher] = {}
+
+    def batcher(self, router: LoadedRouter) -> PredictBatcher:
+        """The micro-batcher (and worker thread) of ``router``."""
+        hit = self._batchers.get(id(router))
+        if hit is None:
+            hit = PredictBatcher(
+                router.predict_many, max_batch=self.config.routing.max_batch, name=router.name
+            )
+            self._batchers[id(router)] = hit
+        return hit
+
+    def close(self) -> None:
+        for b in self._batchers.values():
+            b.close()
+        self._batchers.clear()
 
     # -- loading ------------------------------------------------------------------------------------
     def load_all(self) -> list[str]:
@@ -144,7 +205,14 @@ class Routing:
                         try:
                             self._router_at(d)
                             loaded.append(str(d))
-                        except (ArtifactError, ConfigError, ValidationError):
+                        except (
+                            ArtifactError,
+                            ConfigError,
+                            ValidationError,
+                            ImportError,
+                            OSError,
+                            ValueError,
+                        ):
                             continue  # a broken dir must not stop the gateway; using it reports the error
         return loaded
 
@@ -162,9 +230,11 @@ class Routing:
             if hit is None:
                 if not (directory / "router.json").is_file():
                     raise ArtifactError(
-                        f"No trained router in {directory}.", hint="Train one with `routerforge train … --out DIR`."
+                        f"No trained router in {directory}.",
+                        hint="Train one with `routerforge train … --out DIR`.",
                     )
-                hit = LoadedRouter(directory, self.settings)
+                hit = LoadedRouter(directory, self.settings, self.config.routing)
+                hit.predict_many(["warm-up"])  # load the embedder and index now, not on the first request
                 self._routers[directory] = hit
         return hit
 
@@ -217,13 +287,7 @@ class Routing:
         shared = self.routers_dir / router_name
         if (shared / "router.json").is_file():
             return shared
-        other = [
-            t.name
-            for t in (self.routers_dir / "tenants").glob("*")
-            if t.name != tenant and (t / router_name / "router.json").is_file()
-        ]
-        if other:  # another tenant's router: say only that it is unknown to this caller
-            pass
+        # another tenant's private router of that name stays invisible: the same "unknown" answer
         raise UnknownModelError(
             f"router-{router_name}-<threshold>",
             [f"router-{r}-<threshold>" for r in self.router_names(tenant)],
@@ -246,17 +310,31 @@ class Routing:
 
     # -- deciding -----------------------------------------------------------------------------------
     def decide(
-        self, target: Target, text: str, *, fraction_left: float | None = None, allowed: Sequence[str] | None = None
+        self,
+        target: Target,
+        text: str,
+        *,
+        fraction_left: float | None = None,
+        allowed: Sequence[str] | None = None,
+        scores: np.ndarray | None = None,
     ) -> Decision:
-        """Choose a model for ``text`` (CPU work: run it in a worker thread)."""
+        """Choose a model for ``text``. ``scores`` are the router's predictions for it (in the router's
+        model order) when already computed (the gateway batches them); else the router predicts here."""
         start = time.perf_counter()
         if not target.synthetic or target.router is None or target.policy is None:
             model = target.candidates[0]
             return Decision(
-                model, None, None, None, {}, "pass-through", (time.perf_counter() - start) * 1000, self._chain(model, target)
+                model,
+                None,
+                None,
+                None,
+                {},
+                "pass-through",
+                (time.perf_counter() - start) * 1000,
+                self._chain(model, target),
             )
         router = target.router
-        scores_all = router.predict(text)
+        scores_all = router.predict(text) if scores is None else np.asarray(scores, dtype=np.float64)
         cols = [router.models.index(m) for m in target.candidates]
         scores = scores_all[cols]
         models = list(target.candidates)
@@ -271,7 +349,7 @@ class Routing:
         pol = target.policy
         knob = float(pol.knob if pol.knob is not None else 0.0)
         knob_used = shift_policy(pol.kind, knob, shift, prices)
-        predicted = {m: round(float(s), 6) for m, s in zip(models, scores, strict=True)}
+        predicted = {m: round(float(s), 6) for m, s in zip(models, scores, strict=True) if math.isfinite(s)}
         if len(models) == 1:
             choice, reason = models[0], "only one candidate fits the request"
         elif pol.kind == "threshold":
@@ -295,7 +373,15 @@ class Routing:
             reason += f"; budget low ({fraction_left:.0%} left): knob shifted from {knob:.4g}"
         elapsed = (time.perf_counter() - start) * 1000
         return Decision(
-            choice, target.requested, pol.kind, knob_used, predicted, reason, elapsed, self._chain(choice, target), shift
+            choice,
+            target.requested,
+            pol.kind,
+            knob_used,
+            predicted,
+            reason,
+            elapsed,
+            self._chain(choice, target),
+            shift,
         )
 
     def _price(self, model_id: str) -> float:

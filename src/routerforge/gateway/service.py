@@ -7,6 +7,7 @@ log. HTTP concerns (auth headers, status codes, SSE framing) stay in the app.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -123,7 +124,9 @@ class GatewayService:
             [m.to_spec() for m in config.models],
             retry=RetryPolicy(base_s=rel.retry_base_s, cap_s=rel.retry_cap_s),
             breaker=BreakerPolicy(
-                failure_threshold=rel.breaker_failures, window_s=rel.breaker_window_s, cooldown_s=rel.breaker_cooldown_s
+                failure_threshold=rel.breaker_failures,
+                window_s=rel.breaker_window_s,
+                cooldown_s=rel.breaker_cooldown_s,
             ),
         )
         self.logs: LogWriter | None = None
@@ -138,7 +141,9 @@ class GatewayService:
         self.ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, config: GatewayConfig, *, store: bool = True) -> GatewayService:
+    def from_settings(
+        cls, settings: Settings, config: GatewayConfig, *, store: bool = True
+    ) -> GatewayService:
         db = GatewayDB(settings.store_url) if store else None
         if db is not None:
             for t in config.tenants:
@@ -153,6 +158,7 @@ class GatewayService:
 
     async def aclose(self) -> None:
         self.ready = False
+        self.routing.close()
         await self.pool.aclose()
         if self.logs is not None:
             await anyio.to_thread.run_sync(self.logs.close)
@@ -163,28 +169,38 @@ class GatewayService:
     # -- models -------------------------------------------------------------------------------------
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
         now = int(time.time())
-        out = [{"id": m.id, "object": "model", "created": now, "owned_by": m.provider} for m in self.config.models]
+        out = [
+            {"id": m.id, "object": "model", "created": now, "owned_by": m.provider}
+            for m in self.config.models
+        ]
         for s in self.config.synthetic_models:
             if s.tenant in (None, principal.tenant):
                 out.append({"id": s.name, "object": "model", "created": now, "owned_by": "routerforge"})
         for r in self.routing.router_names(principal.tenant):
-            out.append({"id": f"router-{r}-0.5", "object": "model", "created": now, "owned_by": "routerforge"})
+            out.append(
+                {"id": f"router-{r}-0.5", "object": "model", "created": now, "owned_by": "routerforge"}
+            )
         return out
 
     # -- routing ------------------------------------------------------------------------------------
     async def _decide(
         self, principal: Principal, model: str, text: str, needs: RequestNeeds | None
     ) -> tuple[Decision, BudgetState | None]:
-        budget = await self.budgets.check(principal.tenant) if self.budgets.has_budget(principal.tenant) else None
+        budget = (
+            await self.budgets.check(principal.tenant) if self.budgets.has_budget(principal.tenant) else None
+        )
         target = self.routing.resolve(principal.tenant, model)
         allowed = None
         if needs is not None and target.synthetic:
             allowed = [m for m in target.candidates if misfit(self.pool.spec(m), needs) is None] or None
         fraction = budget.fraction_left if budget is not None else None
-        if target.synthetic:
-            decision = await anyio.to_thread.run_sync(
-                lambda: self.routing.decide(target, text, fraction_left=fraction, allowed=allowed)
+        if target.synthetic and target.router is not None:
+            start = time.perf_counter()
+            scores = await self.routing.batcher(target.router).predict(text)
+            decision = self.routing.decide(
+                target, text, fraction_left=fraction, allowed=allowed, scores=scores
             )
+            decision.routing_ms = (time.perf_counter() - start) * 1000.0
             self.metrics.routing_latency.labels(model).observe(decision.routing_ms / 1000.0)
         else:
             decision = self.routing.decide(target, text)
@@ -192,43 +208,60 @@ class GatewayService:
             self.metrics.budget_left.labels(principal.tenant).set(budget.usd_left)
         return decision, budget
 
-    async def route(self, principal: Principal, model: str, text: str, *, explain: bool = True) -> dict[str, Any]:
+    async def route(
+        self, principal: Principal, model: str, text: str, *, explain: bool = True
+    ) -> dict[str, Any]:
         """Route only (``POST /v1/route``): the decision, the predictions and the neighbours; no upstream call."""
         decision, budget = await self._decide(principal, model, text, None)
         out = decision.to_dict()
         out["budget_fraction_left"] = budget.fraction_left if budget else None
         out["explanation"] = None
+        out["neighbours"] = []
         if explain and decision.synthetic_model is not None:
             target = self.routing.resolve(principal.tenant, model)
             if target.router is not None:
                 router = target.router
-                out["explanation"] = await anyio.to_thread.run_sync(lambda: router.explain(text))
+                loop = asyncio.get_running_loop()
+                executor = self.routing.batcher(router).executor
+                exp = _jsonable(await loop.run_in_executor(executor, router.explain, text))
+                details = exp.get("details") or {}
+                out["neighbours"] = list(details.pop("neighbours", None) or [])[:10]
+                out["explanation"] = exp
         return out
 
     async def prepare(self, principal: Principal, req: ChatCompletionRequest, request_id: str) -> Prepared:
+        """Validate limits, check the budget and route. Refusals are logged before they propagate."""
         started = time.perf_counter()
-        messages = limit_prompt(req.message_dicts(), self.config.limits.max_prompt_chars, self.config.limits.oversize)
-        extra = req.extra_fields()
-        for key in ("top_p", "tool_choice", "user", "max_completion_tokens"):
-            value = getattr(req, key)
-            if value is not None:
-                extra[key] = value
-        stop = [req.stop] if isinstance(req.stop, str) else req.stop
-        chat = ChatRequest(
-            model=req.model,
-            messages=messages,
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            stop=stop,
-            tools=req.tools,
-            response_format=req.response_format,
-            extra=extra,
+        raw_messages = req.message_dicts()
+        log = self._log_row(
+            request_id, principal, req.model, "chat", stream=req.stream, messages=raw_messages
         )
-        text = prompt_text(messages)
-        log = self._log_row(request_id, principal, req.model, "chat", stream=req.stream, messages=messages, prompt=text)
         try:
+            messages = limit_prompt(
+                raw_messages, self.config.limits.max_prompt_chars, self.config.limits.oversize
+            )
+            log["messages"] = messages
+            extra = req.extra_fields()
+            for key in ("top_p", "tool_choice", "user", "max_completion_tokens"):
+                value = getattr(req, key)
+                if value is not None:
+                    extra[key] = value
+            stop = [req.stop] if isinstance(req.stop, str) else req.stop
+            chat = ChatRequest(
+                model=req.model,
+                messages=messages,
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                stop=stop,
+                tools=req.tools,
+                response_format=req.response_format,
+                extra=extra,
+            )
+            text = prompt_text(messages)
+            log["prompt"] = text
             decision, budget = await self._decide(principal, req.model, text, RequestNeeds.of(chat))
         except BaseException as exc:
+            self.metrics.requests.labels(req.model, "", str(error_code(exc))).inc()
             self._finish_log(log, started, status=error_code(exc), error=str(exc))
             raise
         log.update(
@@ -236,7 +269,7 @@ class GatewayService:
             chosen_model=decision.model,
             predicted=decision.predicted or None,
             reason=decision.reason,
-            knob=decision.knob if decision.knob is None or decision.knob != float("inf") else None,
+            knob=decision.to_dict()["knob"],
             routing_ms=decision.routing_ms,
         )
         return Prepared(request_id, principal, req, messages, chat, decision, budget, started, log)
@@ -244,7 +277,8 @@ class GatewayService:
     # -- chat ---------------------------------------------------------------------------------------
     async def complete(self, prep: Prepared) -> dict[str, Any]:
         """Call the chain; returns the OpenAI ``chat.completion`` body. The log row is written in all cases."""
-        status, error = 500, "cancelled"
+        status: int = 500
+        error: str | None = "cancelled"
         attempts: list[Any] = []
         try:
             try:
@@ -257,7 +291,11 @@ class GatewayService:
             model = chain.model.id
             message = None
             raw_choices = (res.raw or {}).get("choices") if isinstance(res.raw, dict) else None
-            if raw_choices and isinstance(raw_choices[0], dict) and isinstance(raw_choices[0].get("message"), dict):
+            if (
+                raw_choices
+                and isinstance(raw_choices[0], dict)
+                and isinstance(raw_choices[0].get("message"), dict)
+            ):
                 message = raw_choices[0]["message"]
             body = completion_body(
                 request_id=prep.request_id,
@@ -296,7 +334,8 @@ class GatewayService:
         created = int(time.time())
         model = stream.model.id
         include_usage = bool(prep.request.stream_options and prep.request.stream_options.include_usage)
-        status, error = 499, "client disconnected"
+        status: int = 499
+        error: str | None = "client disconnected"
         first = True
         try:
             try:
@@ -341,7 +380,9 @@ class GatewayService:
             await stream.aclose()
             await self._finish_stream(prep, stream, status, error)
 
-    async def _finish_stream(self, prep: Prepared, stream: ChainStream, status: int, error: str | None) -> None:
+    async def _finish_stream(
+        self, prep: Prepared, stream: ChainStream, status: int, error: str | None
+    ) -> None:
         if prep.log.get("_done"):
             return
         model = stream.model.id
@@ -466,7 +507,11 @@ class GatewayService:
         if row["tenant"] != principal.tenant and not principal.is_admin:
             raise PermissionDeniedError("Feedback can only be given on your own tenant's requests.")
         fid = db.add_feedback(
-            request_id=fb.request_id, tenant=row["tenant"], rating=fb.rating, labels=fb.labels, comment=fb.comment
+            request_id=fb.request_id,
+            tenant=row["tenant"],
+            rating=fb.rating,
+            labels=fb.labels,
+            comment=fb.comment,
         )
         return {"id": fid, "request_id": fb.request_id, "status": "recorded"}
 
@@ -480,6 +525,19 @@ class GatewayService:
             raise PermissionDeniedError("Only an admin key may read another tenant's log.")
         scope = tenant if tenant is not None else (None if principal.is_admin else principal.tenant)
         return db.list_requests(tenant=scope, since=since, limit=limit)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and NaN turned into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _raw_delta(raw: dict[str, Any] | None) -> dict[str, Any] | None:

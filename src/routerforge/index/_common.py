@@ -50,8 +50,11 @@ def check_query(
     if mode != "dense":
         if sparse is None:
             raise ValidationError(
-                f"A {mode} query needs sparse (BM25) vectors.", hint="Embed with sparse=True or use mode='dense'."
+                f"A {mode} query needs sparse (BM25) vectors.",
+                hint="Embed with sparse=True or use mode='dense'.",
             )
         if len(sparse) != arr.shape[0]:
-            raise ValidationError(f"Index query: {len(sparse)} sparse vectors for {arr.shape[0]} dense vectors.")
+            raise ValidationError(
+                f"Index query: {len(sparse)} sparse vectors for {arr.shape[0]} dense vectors."
+            )
     return arr

@@ -91,14 +91,18 @@ class EdgeIndex:
     ) -> list[list[Hit]]:
         arr = check_query(dense, sparse, mode, self.dim, limit)
         requests = [
-            self._request(arr[i], None if sparse is None else sparse[i], limit, mode, prefetch_limit, with_payload)
+            self._request(
+                arr[i], None if sparse is None else sparse[i], limit, mode, prefetch_limit, with_payload
+            )
             for i in range(arr.shape[0])
         ]
         out: list[list[Hit]] = []
         for start in range(0, len(requests), QUERY_BATCH):
             batch = self._qe.QueryBatchRequest(requests[start : start + QUERY_BATCH])
             for points in self._shard.query_batch(batch):
-                out.append([Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points])
+                out.append(
+                    [Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points]
+                )
         return out
 
     def _request(
@@ -116,7 +120,9 @@ class EdgeIndex:
         if mode == "dense":
             return qe.QueryRequest(limit=limit, query=dense_q, with_payload=with_payload, params=params)
         assert sparse is not None
-        sparse_q = qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE_VECTOR)
+        sparse_q = qe.Query.Nearest(
+            qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE_VECTOR
+        )
         if mode == "sparse":
             return qe.QueryRequest(limit=limit, query=sparse_q, with_payload=with_payload)
         pre = max(limit, prefetch_limit or limit)

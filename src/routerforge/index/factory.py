@@ -21,12 +21,17 @@ def open_index(
     settings = settings or IndexSettings()
     if settings.kind == "edge":
         if path is None:
-            raise ConfigError("An edge index needs a directory.", hint="Pass path=… (e.g. settings.index_dir / name).")
+            raise ConfigError(
+                "An edge index needs a directory.", hint="Pass path=… (e.g. settings.index_dir / name)."
+            )
         from routerforge.index.edge import EdgeIndex
 
         return EdgeIndex(path, dim)
     if not settings.url:
-        raise ConfigError("index.kind is 'qdrant' but index.url is not set.", hint="Set index.url or ROUTERFORGE_INDEX__URL.")
+        raise ConfigError(
+            "index.kind is 'qdrant' but index.url is not set.",
+            hint="Set index.url or ROUTERFORGE_INDEX__URL.",
+        )
     from routerforge.index.qdrant import QdrantIndex
 
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None

@@ -54,7 +54,9 @@ class QdrantIndex:
         if self._client.collection_exists(self.collection):
             info = self._client.get_collection(self.collection)
             vectors = info.config.params.vectors
-            size = vectors[DENSE_VECTOR].size if isinstance(vectors, dict) and DENSE_VECTOR in vectors else None
+            size = (
+                vectors[DENSE_VECTOR].size if isinstance(vectors, dict) and DENSE_VECTOR in vectors else None
+            )
             if size != self.dim:
                 raise ArtifactError(
                     f"Qdrant collection {self.collection!r} has dense vectors of size {size}, "
@@ -82,7 +84,9 @@ class QdrantIndex:
             for i in range(start, min(start + UPSERT_BATCH, len(ids))):
                 vector: dict[str, Any] = {DENSE_VECTOR: arr[i].tolist()}
                 if sparse is not None and sparse[i].indices:
-                    vector[SPARSE_VECTOR] = qm.SparseVector(indices=list(sparse[i].indices), values=list(sparse[i].values))
+                    vector[SPARSE_VECTOR] = qm.SparseVector(
+                        indices=list(sparse[i].indices), values=list(sparse[i].values)
+                    )
                 payload = dict(payloads[i]) if payloads is not None else {"prompt_id": int(ids[i])}
                 points.append(qm.PointStruct(id=int(ids[i]), vector=vector, payload=payload))
             self._client.upsert(self.collection, points=points, wait=True)
@@ -99,12 +103,16 @@ class QdrantIndex:
     ) -> list[list[Hit]]:
         arr = check_query(dense, sparse, mode, self.dim, limit)
         requests = [
-            self._request(arr[i], None if sparse is None else sparse[i], limit, mode, prefetch_limit, with_payload)
+            self._request(
+                arr[i], None if sparse is None else sparse[i], limit, mode, prefetch_limit, with_payload
+            )
             for i in range(arr.shape[0])
         ]
         out: list[list[Hit]] = []
         for start in range(0, len(requests), QUERY_BATCH):
-            responses = self._client.query_batch_points(self.collection, requests=requests[start : start + QUERY_BATCH])
+            responses = self._client.query_batch_points(
+                self.collection, requests=requests[start : start + QUERY_BATCH]
+            )
             for response in responses:
                 out.append(
                     [
@@ -130,7 +138,9 @@ class QdrantIndex:
         assert sparse is not None
         sparse_q = qm.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
         if mode == "sparse":
-            return qm.QueryRequest(query=sparse_q, using=SPARSE_VECTOR, limit=limit, with_payload=with_payload)
+            return qm.QueryRequest(
+                query=sparse_q, using=SPARSE_VECTOR, limit=limit, with_payload=with_payload
+            )
         pre = max(limit, prefetch_limit or limit)
         return qm.QueryRequest(
             prefetch=[

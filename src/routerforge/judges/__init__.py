@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from routerforge.judges.base import Judge, JudgeInput, Verdict, normalize_scale
 from routerforge.judges.extract import extract_choice, extract_number, is_dont_know
-from routerforge.judges.llm import Dimension, PairwiseJudge, Rubric, RubricJudge, load_pulze_rubric, rubric_from_pulze
+from routerforge.judges.llm import (
+    Dimension,
+    PairwiseJudge,
+    Rubric,
+    RubricJudge,
+    load_pulze_rubric,
+    rubric_from_pulze,
+)
 from routerforge.judges.oracle import ORACLE_MATRIX, oracle_label, oracle_labels, outcome_of
 from routerforge.judges.rules import AutoJudge, ChoiceJudge, ExactJudge, NumericJudge, OptionJudge, RegexJudge
 from routerforge.judges.templates import build_judge, builtin_judges, load_template

@@ -138,8 +138,16 @@ def parse_grades(text: str, rubric: Rubric) -> tuple[dict[str, float], str | Non
 
 
 class _LLMJudgeBase:
-    def __init__(self, backend: ChatBackend, *, model: str | None, max_attempts: int, max_tokens: int,
-                 temperature: float, detect_dont_know: bool) -> None:
+    def __init__(
+        self,
+        backend: ChatBackend,
+        *,
+        model: str | None,
+        max_attempts: int,
+        max_tokens: int,
+        temperature: float,
+        detect_dont_know: bool,
+    ) -> None:
         if max_attempts < 1:
             raise ConfigError("A judge needs max_attempts >= 1.")
         self.backend = backend
@@ -151,7 +159,9 @@ class _LLMJudgeBase:
 
     async def _ask(self, messages: list[dict[str, Any]]) -> tuple[str, float]:
         result = await self.backend.complete(
-            ChatRequest(model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=self.temperature)
+            ChatRequest(
+                model=self.model, messages=messages, max_tokens=self.max_tokens, temperature=self.temperature
+            )
         )
         return result.text, float(result.cost_usd or 0.0)
 
@@ -171,8 +181,14 @@ class RubricJudge(_LLMJudgeBase):
         temperature: float = 0.0,
         detect_dont_know: bool = True,
     ) -> None:
-        super().__init__(backend, model=model, max_attempts=max_attempts, max_tokens=max_tokens,
-                         temperature=temperature, detect_dont_know=detect_dont_know)
+        super().__init__(
+            backend,
+            model=model,
+            max_attempts=max_attempts,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            detect_dont_know=detect_dont_know,
+        )
         self.rubric = rubric
         self.name = name or f"rubric:{rubric.name}"
 
@@ -202,11 +218,21 @@ class RubricJudge(_LLMJudgeBase):
             score, dims = self.rubric.combine(grades)
             label: Label = "correct" if score >= self.rubric.threshold else "incorrect"
             return Verdict(
-                score=score, label=label, judge=self.name, dimensions=dims, reasoning=reasoning,
-                attempts=attempt, cost_usd=cost, details={"grades": grades, "errors": errors},
+                score=score,
+                label=label,
+                judge=self.name,
+                dimensions=dims,
+                reasoning=reasoning,
+                attempts=attempt,
+                cost_usd=cost,
+                details={"grades": grades, "errors": errors},
             )
         return Verdict(
-            score=None, label="judge_failure", judge=self.name, attempts=self.max_attempts, cost_usd=cost,
+            score=None,
+            label="judge_failure",
+            judge=self.name,
+            attempts=self.max_attempts,
+            cost_usd=cost,
             details={"errors": errors},
         )
 
@@ -257,8 +283,14 @@ class PairwiseJudge(_LLMJudgeBase):
         temperature: float = 0.0,
         detect_dont_know: bool = True,
     ) -> None:
-        super().__init__(backend, model=model, max_attempts=max_attempts, max_tokens=max_tokens,
-                         temperature=temperature, detect_dont_know=detect_dont_know)
+        super().__init__(
+            backend,
+            model=model,
+            max_attempts=max_attempts,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            detect_dont_know=detect_dont_know,
+        )
         if repeats < 1:
             raise ConfigError("A pairwise judge needs repeats >= 1.")
         self.reference_backend = reference_backend
@@ -291,8 +323,11 @@ class PairwiseJudge(_LLMJudgeBase):
         user = f"[Question]\n{prompt}\n\n[Answer A]\n{answer_a}\n\n[Answer B]\n{answer_b}"
         return [{"role": "system", "content": PAIRWISE_INSTRUCTIONS}, {"role": "user", "content": user}]
 
-    async def _compare(self, prompt: str, answer_a: str, answer_b: str) -> tuple[str | None, float, int, list[str]]:
-        cost, errors = 0.0, []
+    async def _compare(
+        self, prompt: str, answer_a: str, answer_b: str
+    ) -> tuple[str | None, float, int, list[str]]:
+        cost = 0.0
+        errors: list[str] = []
         for attempt in range(1, self.max_attempts + 1):
             try:
                 text, call_cost = await self._ask(self.messages(prompt, answer_a, answer_b))
@@ -311,11 +346,14 @@ class PairwiseJudge(_LLMJudgeBase):
             return Verdict(score=None, label="judge_failure", judge=self.name, details={"errors": [str(exc)]})
         if reference is None:
             return Verdict(
-                score=None, label="judge_failure", judge=self.name,
+                score=None,
+                label="judge_failure",
+                judge=self.name,
                 details={"errors": ["no reference answer and no reference model"]},
             )
         outcomes: list[float] = []
-        attempts, errors, inconsistent = 0, [], 0
+        attempts, inconsistent = 0, 0
+        errors: list[str] = []
         for _ in range(self.repeats):
             first, c1, a1, e1 = await self._compare(item.prompt, item.response, reference)  # candidate is A
             second, c2, a2, e2 = await self._compare(item.prompt, reference, item.response)  # candidate is B
@@ -329,15 +367,27 @@ class PairwiseJudge(_LLMJudgeBase):
             outcomes += [o for o in (as_a, as_b) if o is not None]
         if not outcomes:
             return Verdict(
-                score=None, label="judge_failure", judge=self.name, attempts=attempts, cost_usd=cost,
+                score=None,
+                label="judge_failure",
+                judge=self.name,
+                attempts=attempts,
+                cost_usd=cost,
                 details={"errors": errors},
             )
         score = sum(outcomes) / len(outcomes)
         label: Label = "correct" if score > 0.5 else ("partial" if score == 0.5 else "incorrect")
         return Verdict(
-            score=score, label=label, judge=self.name, attempts=attempts, cost_usd=cost,
+            score=score,
+            label=label,
+            judge=self.name,
+            attempts=attempts,
+            cost_usd=cost,
             details={
-                "wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0),
-                "comparisons": len(outcomes), "position_inconsistent": inconsistent, "errors": errors,
+                "wins": outcomes.count(1.0),
+                "ties": outcomes.count(0.5),
+                "losses": outcomes.count(0.0),
+                "comparisons": len(outcomes),
+                "position_inconsistent": inconsistent,
+                "errors": errors,
             },
         )

@@ -66,7 +66,10 @@ def oracle_label(
 
 
 def oracle_labels(
-    medium: list[Outcome], large: list[Outcome], *, matrix: Mapping[tuple[Outcome, Outcome], PolicyLabel] | None = None
+    medium: list[Outcome],
+    large: list[Outcome],
+    *,
+    matrix: Mapping[tuple[Outcome, Outcome], PolicyLabel] | None = None,
 ) -> list[PolicyLabel]:
     """:func:`oracle_label` over aligned lists (one entry per prompt)."""
     if len(medium) != len(large):

@@ -33,11 +33,15 @@ def _dont_know(name: str, item: JudgeInput) -> Verdict | None:
 
 
 def _no_reference(name: str) -> Verdict:
-    return Verdict(score=None, label="judge_failure", judge=name, reasoning="the prompt has no reference answer")
+    return Verdict(
+        score=None, label="judge_failure", judge=name, reasoning="the prompt has no reference answer"
+    )
 
 
 def _verdict(name: str, ok: bool, **details: object) -> Verdict:
-    return Verdict(score=1.0 if ok else 0.0, label="correct" if ok else "incorrect", judge=name, details=dict(details))
+    return Verdict(
+        score=1.0 if ok else 0.0, label="correct" if ok else "incorrect", judge=name, details=dict(details)
+    )
 
 
 class _RuleJudge:
@@ -71,7 +75,9 @@ class ExactJudge(_RuleJudge):
             ok = contains_phrase(item.response, item.reference, case_sensitive=cs)
         else:
             answer = first_line(item.response) if self.mode == "first_line" else item.response
-            ok = normalize_text(answer, case_sensitive=cs) == normalize_text(item.reference, case_sensitive=cs)
+            ok = normalize_text(answer, case_sensitive=cs) == normalize_text(
+                item.reference, case_sensitive=cs
+            )
         return _verdict(self.name, ok)
 
 
@@ -148,10 +154,14 @@ class OptionJudge(_RuleJudge):
         if item.reference is None:
             return _no_reference(self.name)
         if not item.choices:
-            return ExactJudge(mode="contains", case_sensitive=self.case_sensitive, name=self.name).judge_sync(item)
+            return ExactJudge(mode="contains", case_sensitive=self.case_sensitive, name=self.name).judge_sync(
+                item
+            )
         if (dk := _dont_know(self.name, item)) is not None:
             return dk
-        named = [c for c in item.choices if contains_phrase(item.response, c, case_sensitive=self.case_sensitive)]
+        named = [
+            c for c in item.choices if contains_phrase(item.response, c, case_sensitive=self.case_sensitive)
+        ]
         ok = len(named) == 1 and normalize_text(named[0]) == normalize_text(item.reference)
         return _verdict(self.name, ok, named=named)
 
@@ -169,7 +179,9 @@ class RegexJudge(_RuleJudge):
         try:
             re.compile(self.pattern.replace("{reference}", "x"))
         except re.error as exc:
-            raise ConfigError(f"Judge {self.name!r}: invalid regular expression {self.pattern!r}: {exc}") from exc
+            raise ConfigError(
+                f"Judge {self.name!r}: invalid regular expression {self.pattern!r}: {exc}"
+            ) from exc
 
     def judge_sync(self, item: JudgeInput) -> Verdict:
         if (dk := _dont_know(self.name, item)) is not None:

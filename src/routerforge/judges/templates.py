@@ -59,11 +59,18 @@ def load_template(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"Judge template {file} is not valid {file.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+        raise ConfigError(
+            f"Judge template {file} is not valid {file.suffix.lstrip('.') or 'YAML'}: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"Judge template {file} must hold a mapping at the top level.")
     if "evaluation_prompt" in data and "metrics_config" in data:  # a Pulze template file as it is
-        return {"name": data.get("name") or file.stem, "type": "rubric", "pulze_template": str(file)}
+        return {
+            "name": data.get("name") or file.stem,
+            "type": "rubric",
+            "pulze_template": str(file),
+            "judge_model": data.get("rater_model"),
+        }
     data.setdefault("name", file.stem)
     base = file.parent
     for key in ("pulze_template",):
@@ -72,8 +79,16 @@ def load_template(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_judge(spec: str | Path | dict[str, Any], *, backend_factory: BackendFactory | None = None) -> Judge:
-    """A judge from a built-in name, a template path, or a template mapping."""
+def build_judge(
+    spec: str | Path | dict[str, Any],
+    *,
+    backend_factory: BackendFactory | None = None,
+    judge_model: str | None = None,
+) -> Judge:
+    """A judge from a built-in name, a template path, or a template mapping.
+
+    ``judge_model`` overrides the template's judge model (for LLM judges).
+    """
     if isinstance(spec, dict):
         template = dict(spec)
     elif str(spec) in BUILTIN_JUDGES:
@@ -85,10 +100,14 @@ def build_judge(spec: str | Path | dict[str, Any], *, backend_factory: BackendFa
             f"No judge named {str(spec)!r}.",
             hint=f"Use one of {', '.join(builtin_judges())} or the path of a YAML/JSON judge template.",
         )
+    if judge_model:
+        template["judge_model"] = judge_model
     return _from_template(template, backend_factory)
 
 
-def _llm_backend(template: dict[str, Any], factory: BackendFactory | None, key: str = "judge_model") -> ChatBackend:
+def _llm_backend(
+    template: dict[str, Any], factory: BackendFactory | None, key: str = "judge_model"
+) -> ChatBackend:
     model = template.get(key)
     if not isinstance(model, str) or not model:
         raise ConfigError(f"Judge {template.get('name')!r} needs {key}: the model that judges.")
@@ -108,7 +127,9 @@ def _rubric(template: dict[str, Any]) -> Rubric:
         if isinstance(entry, str):
             dims.append(Dimension(entry))
         elif isinstance(entry, dict) and entry.get("name"):
-            dims.append(Dimension(str(entry["name"]), float(entry.get("weight", 1.0)), entry.get("description")))
+            dims.append(
+                Dimension(str(entry["name"]), float(entry.get("weight", 1.0)), entry.get("description"))
+            )
         else:
             raise ConfigError(f"Judge {template.get('name')!r}: bad rubric dimension {entry!r}.")
     scale = raw.get("scale", [1, 5])
@@ -131,13 +152,19 @@ def _from_template(template: dict[str, Any], factory: BackendFactory | None) -> 
             return AutoJudge(name=name)
         if kind == "exact":
             return ExactJudge(
-                mode=template.get("mode", "exact"), case_sensitive=bool(template.get("case_sensitive", False)), name=name
+                mode=template.get("mode", "exact"),
+                case_sensitive=bool(template.get("case_sensitive", False)),
+                name=name,
             )
         if kind == "contains":
-            return ExactJudge(mode="contains", case_sensitive=bool(template.get("case_sensitive", False)), name=name)
+            return ExactJudge(
+                mode="contains", case_sensitive=bool(template.get("case_sensitive", False)), name=name
+            )
         if kind == "numeric":
             return NumericJudge(
-                abs_tol=float(template.get("abs_tol", 1e-6)), rel_tol=float(template.get("rel_tol", 0.0)), name=name
+                abs_tol=float(template.get("abs_tol", 1e-6)),
+                rel_tol=float(template.get("rel_tol", 0.0)),
+                name=name,
             )
         if kind == "choice":
             return ChoiceJudge(labels=template.get("labels", "letters"), name=name)
@@ -145,26 +172,37 @@ def _from_template(template: dict[str, Any], factory: BackendFactory | None) -> 
             return OptionJudge(case_sensitive=bool(template.get("case_sensitive", False)), name=name)
         if kind == "regex":
             return RegexJudge(
-                pattern=str(template.get("pattern", "")), ignore_case=bool(template.get("ignore_case", True)), name=name
+                pattern=str(template.get("pattern", "")),
+                ignore_case=bool(template.get("ignore_case", True)),
+                name=name,
             )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Judge {name!r}: {exc}") from exc
-    common = {
-        "name": name,
-        "max_attempts": int(template.get("max_attempts", 3)),
-        "temperature": float(template.get("temperature", 0.0)),
-        "detect_dont_know": bool(template.get("detect_dont_know", True)),
-    }
+    attempts = int(template.get("max_attempts", 3))
+    temperature = float(template.get("temperature", 0.0))
+    dont_know = bool(template.get("detect_dont_know", True))
     if kind == "rubric":
-        return RubricJudge(_llm_backend(template, factory), _rubric(template), **common)
+        return RubricJudge(
+            _llm_backend(template, factory),
+            _rubric(template),
+            name=name,
+            max_attempts=attempts,
+            temperature=temperature,
+            detect_dont_know=dont_know,
+        )
     if kind == "pairwise":
-        reference = _llm_backend(template, factory, "reference_model") if template.get("reference_model") else None
+        reference = (
+            _llm_backend(template, factory, "reference_model") if template.get("reference_model") else None
+        )
         return PairwiseJudge(
             _llm_backend(template, factory),
             reference_backend=reference,
             reference_model=template.get("reference_model"),
             repeats=int(template.get("repeats", 1)),
-            **common,
+            name=name,
+            max_attempts=attempts,
+            temperature=temperature,
+            detect_dont_know=dont_know,
         )
     raise ConfigError(
         f"Judge {name!r} has unknown type {kind!r}.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from logging.config import fileConfig
 
@@ -13,10 +14,8 @@ from routerforge.data.schema import Base
 
 # Import the other table modules so autogenerate sees every table (each is optional).
 for _module in ("routerforge.gateway.db", "routerforge.evalrun.db"):
-    try:
+    with contextlib.suppress(ImportError):
         importlib.import_module(_module)
-    except ImportError:
-        pass
 
 config = context.config
 target_metadata = Base.metadata

@@ -36,7 +36,9 @@ def write_router(router: Router, directory: Path) -> Path:
             raise ArtifactError(f"Invalid array name {name!r} in router {router.name!r}.")
         arr = np.asarray(arr)
         if arr.dtype == object:
-            raise ArtifactError(f"Array {name!r} of router {router.name!r} has dtype object; cannot save without pickle.")
+            raise ArtifactError(
+                f"Array {name!r} of router {router.name!r} has dtype object; cannot save without pickle."
+            )
         np.save(directory / f"{name}.npy", arr, allow_pickle=False)
     doc = {
         "format_version": ROUTER_FORMAT_VERSION,
@@ -116,7 +118,9 @@ def read_router(cls: type[R], directory: Path) -> R:
         router._restore_state(arrays, dict(doc.get("state", {})), directory)
     except KeyError as exc:
         router.models_ = None
-        raise ArtifactError(f"{directory} is incomplete: missing {exc}.", hint="Save the router again.") from exc
+        raise ArtifactError(
+            f"{directory} is incomplete: missing {exc}.", hint="Save the router again."
+        ) from exc
     return router
 
 

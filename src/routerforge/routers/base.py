@@ -119,10 +119,14 @@ class Router(ABC):
         if not self.is_fitted:
             raise NotFittedError(f"Router {self.name!r}")
 
+    def uses_sparse(self) -> bool:
+        """True when this router reads the sparse (BM25) vectors of a batch; callers may skip them otherwise."""
+        return False
+
     @property
     def models(self) -> list[str]:
         self._check_fitted()
-        return list(self.models_)
+        return list(self.models_ or [])
 
     # -- public API -------------------------------------------------------------------------------
     def fit(self, X: PromptBatch, scores: np.ndarray, models: Sequence[str]) -> Self:
@@ -194,10 +198,12 @@ class Router(ABC):
     def _state_meta(self) -> dict[str, Any]:
         return {}
 
-    def _restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path) -> None:
+    def _restore_state(  # noqa: B027 - optional hook
+        self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path
+    ) -> None:
         """Set the learned state back from what ``_state_arrays``/``_state_meta`` saved."""
 
-    def _save_extra(self, directory: Path) -> None:
+    def _save_extra(self, directory: Path) -> None:  # noqa: B027 - optional hook
         """Write non-array files (e.g. an index shard) into the artifact directory."""
 
     # -- validation helpers -----------------------------------------------------------------------
@@ -250,7 +256,9 @@ def validate_training_data(
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"Scores must be a numeric (n × m) array: {exc}") from exc
     if arr.shape != (n, len(models)):
-        raise ValidationError(f"Scores have shape {arr.shape}; expected ({n}, {len(models)}) for {n} prompts.")
+        raise ValidationError(
+            f"Scores have shape {arr.shape}; expected ({n}, {len(models)}) for {n} prompts."
+        )
     if np.isinf(arr).any():
         raise ValidationError("Scores contain infinite values; use NaN for missing cells.")
     finite = arr[~np.isnan(arr)]
@@ -261,7 +269,9 @@ def validate_training_data(
         )
     empty = [m for j, m in enumerate(models) if np.isnan(arr[:, j]).all()]
     if empty:
-        raise ValidationError(f"No training scores at all for model(s) {empty}.", hint="Drop them or add records.")
+        raise ValidationError(
+            f"No training scores at all for model(s) {empty}.", hint="Drop them or add records."
+        )
     return arr
 
 

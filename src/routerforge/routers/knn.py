@@ -61,12 +61,12 @@ class KnnRouter(Router):
     def __init__(
         self,
         *,
-        k: int = 40,
+        k: int = 100,
         multiplier: int = 10,
         mode: KnnMode = "dense",
         rerank: Rerank = "fusion",
-        weighting: Weighting = "softmax",
-        temperature: float = 0.05,
+        weighting: Weighting = "power",
+        temperature: float = 0.1,
         power: float = 1.0,
         shrinkage: float = 1.0,
         duplicates: Duplicates = "exact",
@@ -82,6 +82,10 @@ class KnnRouter(Router):
         self.shrinkage = shrinkage
         self.duplicates = duplicates
         self.random_state = random_state
+
+    def uses_sparse(self) -> bool:
+        mode = getattr(self, "effective_mode_", None) if self.is_fitted else self.mode
+        return mode == "hybrid"
 
     # -- checks -------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -116,20 +120,21 @@ class KnnRouter(Router):
         self.scores_ = scores.astype(np.float32)
         self.global_mean_ = np.nanmean(scores, axis=0)
         self.hashes_ = np.array([text_hash(t) for t in X.texts], dtype="S32")
-        self.effective_mode_ = self.mode if X.sparse is not None else "dense"
+        self.effective_mode_: KnnMode = self.mode if X.sparse is not None else "dense"
         self._dup_index = _hash_positions(self.hashes_)
         workdir = Path(tempfile.mkdtemp(prefix="routerforge-knn-"))
         index = EdgeIndex(workdir / SHARD_DIR, dense.shape[1])
         self._attach(index, workdir)
         payloads = [
-            {"prompt_id": i, "dataset": "", "text": text[:PAYLOAD_TEXT_CHARS]} for i, text in enumerate(X.texts)
+            {"prompt_id": i, "dataset": "", "text": text[:PAYLOAD_TEXT_CHARS]}
+            for i, text in enumerate(X.texts)
         ]
         sparse = X.sparse if self.effective_mode_ == "hybrid" else None
         index.upsert(list(range(len(X))), dense, sparse, payloads)
         index.optimize()
 
     def _attach(self, index: EdgeIndex, workdir: Path) -> None:
-        self._index = index
+        self._index: EdgeIndex | None = index
         self._workdir = workdir
         self._finalizer = weakref.finalize(self, _cleanup, index, workdir)
 
@@ -266,7 +271,9 @@ class KnnRouter(Router):
                     "text": payload.get(int(pos), {}).get("text", ""),
                     "similarity": round(float(sim), 4),
                     "weight": round(float(weight), 4),
-                    "scores": {m: (None if np.isnan(v) else float(v)) for m, v in zip(self.models_, row, strict=True)},
+                    "scores": {
+                        m: (None if np.isnan(v) else float(v)) for m, v in zip(self.models_, row, strict=True)
+                    },
                 }
             )
         predicted = {m: float(np.clip(v, 0, 1)) for m, v in zip(self.models_, pred[0], strict=True)}
@@ -323,7 +330,7 @@ class KnnRouter(Router):
         self.scores_ = arrays["knn_scores"].astype(np.float32, copy=False)
         self.global_mean_ = arrays["knn_global_mean"].astype(np.float64, copy=False)
         self.hashes_ = arrays["knn_hashes"]
-        self.effective_mode_ = str(meta.get("effective_mode", self.mode))
+        self.effective_mode_ = "hybrid" if meta.get("effective_mode", self.mode) == "hybrid" else "dense"
         self._dup_index = _hash_positions(self.hashes_)
         source = directory / str(meta.get("shard", SHARD_DIR))
         if not source.is_dir():

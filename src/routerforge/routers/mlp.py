@@ -187,17 +187,17 @@ class MlpRouter(Router):
     def __init__(
         self,
         *,
-        hidden: int = 128,
+        hidden: int = 256,
         features: str = "dense+text",
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
-        dropout: float = 0.1,
+        dropout: float = 0.3,
         max_epochs: int = 200,
         batch_size: int = 128,
         patience: int = 8,
         val_fraction: float = 0.1,
         pair_weight: float = 0.0,
-        n_estimators: int = 5,
+        n_estimators: int = 3,
         random_state: int = 0,
     ) -> None:
         self.hidden = hidden

@@ -21,6 +21,9 @@ ROUTER_MODULES: tuple[str, ...] = (
     "routerforge.routers.mlp",
     "routerforge.routers.mf",
     "routerforge.routers.sw",
+    "routerforge.routers.lexical",
+    "routerforge.routers.cluster",
+    "routerforge.routers.ensemble",
 )
 
 _REGISTRY: dict[str, type[Router]] = {}
@@ -35,7 +38,9 @@ def register_router(cls: T) -> T:
         raise TypeError(f"{cls.__name__} needs a non-empty class attribute `name` to be registered.")
     existing = _REGISTRY.get(cls.name)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise TypeError(f"Router name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}.")
+        raise TypeError(
+            f"Router name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}."
+        )
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -83,14 +83,17 @@ def fit_bradley_terry(
     N = counts + prior * off
     total_wins = W.sum(axis=2)
     pi = np.ones((q, m))
+    active = np.arange(q)  # rows still moving; each row stops on its own, so batching changes nothing
     for _ in range(max_iter):
-        denom = (N / (pi[:, :, None] + pi[:, None, :])).sum(axis=2)
-        new = np.where(denom > 0, total_wins / np.maximum(denom, 1e-300), pi)
+        p = pi[active]
+        denom = (N[active] / (p[:, :, None] + p[:, None, :])).sum(axis=2)
+        new = np.where(denom > 0, total_wins[active] / np.maximum(denom, 1e-300), p)
         new = np.maximum(new, 1e-300)
         new /= np.exp(np.log(new).mean(axis=1, keepdims=True))
-        done = np.max(np.abs(new - pi)) < tol
-        pi = new
-        if done:
+        moving = np.abs(new - p).max(axis=1) >= tol
+        pi[active] = new
+        active = active[moving]
+        if len(active) == 0:
             break
     out: np.ndarray = np.log(pi)
     return out
@@ -115,7 +118,7 @@ class SwRouter(Router):
         *,
         gamma: float = 10.0,
         sharpness: float = 1.0,
-        top_k: int | None = None,
+        top_k: int | None = 100,
         tie_weight: float = 1.0,
         prior: float = 1.0,
         max_iter: int = 200,
@@ -144,8 +147,11 @@ class SwRouter(Router):
         wins, _ = comparison_tables(self.train_scores_, float(self.tie_weight))
         n, m, _ = wins.shape
         self._wins_flat = wins.reshape(n, m * m)
-        row_mean = np.nanmean(self.train_scores_, axis=1)
-        self._row_mean = np.nan_to_num(row_mean, nan=float(np.nanmean(self.train_scores_)))
+        observed = ~np.isnan(self.train_scores_)
+        filled = np.where(observed, self.train_scores_, 0.0)
+        overall = float(filled.sum() / max(int(observed.sum()), 1))
+        n_obs = observed.sum(axis=1)
+        self._row_mean = np.where(n_obs > 0, filled.sum(axis=1) / np.maximum(n_obs, 1), overall)
 
     def _weights(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sims = np.asarray(dense, dtype=np.float32) @ self.train_dense_.T

@@ -38,8 +38,29 @@ WORDS: tuple[tuple[str, ...], ...] = (
     ("tree", "bird", "fish", "book", "lamp", "door", "milk", "rain", "star", "ship"),
     ("apple", "house", "table", "river", "chair", "plant", "bread", "cloud", "train", "stone"),
     ("garden", "pencil", "window", "rabbit", "orange", "silver", "bottle", "candle", "forest", "ticket"),
-    ("kitchen", "blanket", "library", "monster", "picture", "teacher", "weather", "balloon", "dolphin", "harvest"),
-    ("elephant", "mountain", "sandwich", "umbrella", "calendar", "dinosaur", "tomorrow", "painting", "airplane"),
+    (
+        "kitchen",
+        "blanket",
+        "library",
+        "monster",
+        "picture",
+        "teacher",
+        "weather",
+        "balloon",
+        "dolphin",
+        "harvest",
+    ),
+    (
+        "elephant",
+        "mountain",
+        "sandwich",
+        "umbrella",
+        "calendar",
+        "dinosaur",
+        "tomorrow",
+        "painting",
+        "airplane",
+    ),
 )
 
 CAPITALS: tuple[tuple[str, str], ...] = (
@@ -131,7 +152,9 @@ def multiplication(rng: random.Random, difficulty: int) -> Task:
 
 def next_number(rng: random.Random, difficulty: int) -> Task:
     n = _digits(rng, difficulty + 1)
-    return Task("next_number", difficulty, f"What number comes after {n}? {NUMBER_ONLY}", str(n + 1), "number")
+    return Task(
+        "next_number", difficulty, f"What number comes after {n}? {NUMBER_ONLY}", str(n + 1), "number"
+    )
 
 
 def compare(rng: random.Random, difficulty: int) -> Task:
@@ -140,7 +163,11 @@ def compare(rng: random.Random, difficulty: int) -> Task:
     while b == a:
         b = _digits(rng, difficulty + 1)
     return Task(
-        "compare", difficulty, f"Which number is larger, {a} or {b}? {NUMBER_ONLY}", str(max(a, b)), "option",
+        "compare",
+        difficulty,
+        f"Which number is larger, {a} or {b}? {NUMBER_ONLY}",
+        str(max(a, b)),
+        "option",
         (str(a), str(b)),
     )
 
@@ -152,7 +179,11 @@ def _word(rng: random.Random, difficulty: int) -> str:
 def count_letters(rng: random.Random, difficulty: int) -> Task:
     word = _word(rng, difficulty + 1)
     return Task(
-        "count_letters", difficulty, f"How many letters are in the word '{word}'? {NUMBER_ONLY}", str(len(word)), "number"
+        "count_letters",
+        difficulty,
+        f"How many letters are in the word '{word}'? {NUMBER_ONLY}",
+        str(len(word)),
+        "number",
     )
 
 
@@ -161,7 +192,11 @@ def count_words(rng: random.Random, difficulty: int) -> Task:
     words = [rng.choice(rng.choice(WORDS)) for _ in range(n)]
     sentence = " ".join(words)
     return Task(
-        "count_words", difficulty, f"How many words are in '{sentence}'? {NUMBER_ONLY}", str(len(words)), "number"
+        "count_words",
+        difficulty,
+        f"How many words are in '{sentence}'? {NUMBER_ONLY}",
+        str(len(words)),
+        "number",
     )
 
 
@@ -172,14 +207,19 @@ def reverse_word(rng: random.Random, difficulty: int) -> Task:
 
 def uppercase(rng: random.Random, difficulty: int) -> Task:
     word = _word(rng, difficulty + 1)
-    return Task("uppercase", difficulty, f"Write the word '{word}' in uppercase. {WORD_ONLY}", word.upper(), "text-cs")
+    return Task(
+        "uppercase", difficulty, f"Write the word '{word}' in uppercase. {WORD_ONLY}", word.upper(), "text-cs"
+    )
 
 
 def first_letter(rng: random.Random, difficulty: int) -> Task:
     word = _word(rng, difficulty + 1)
     return Task(
-        "first_letter", difficulty, f"What is the first letter of the word '{word}'? Answer with the letter only.",
-        word[0], "text",
+        "first_letter",
+        difficulty,
+        f"What is the first letter of the word '{word}'? Answer with the letter only.",
+        word[0],
+        "text",
     )
 
 
@@ -187,14 +227,19 @@ def unit_conversion(rng: random.Random, difficulty: int) -> Task:
     src, dst, factor = rng.choice(CONVERSIONS)
     value = rng.randint(2, 9) if difficulty == 1 else _digits(rng, difficulty)
     return Task(
-        "unit_conversion", difficulty, f"How many {dst} are in {value} {src}? {NUMBER_ONLY}", str(value * factor),
+        "unit_conversion",
+        difficulty,
+        f"How many {dst} are in {value} {src}? {NUMBER_ONLY}",
+        str(value * factor),
         "number",
     )
 
 
 def capital(rng: random.Random, difficulty: int) -> Task:
     country, city = rng.choice(CAPITALS)
-    return Task("capital", difficulty, f"What is the capital of {country}? Answer with the city only.", city, "text")
+    return Task(
+        "capital", difficulty, f"What is the capital of {country}? Answer with the city only.", city, "text"
+    )
 
 
 def opposite(rng: random.Random, difficulty: int) -> Task:
@@ -210,7 +255,11 @@ def longer_word(rng: random.Random, difficulty: int) -> Task:
     short, long_ = rng.choice(WORDS[short_len]), rng.choice(WORDS[short_len + gap])
     first, second = (short, long_) if rng.random() < 0.5 else (long_, short)
     return Task(
-        "longer_word", difficulty, f"Which word is longer, '{first}' or '{second}'? {WORD_ONLY}", long_, "option",
+        "longer_word",
+        difficulty,
+        f"Which word is longer, '{first}' or '{second}'? {WORD_ONLY}",
+        long_,
+        "option",
         (first, second),
     )
 
@@ -219,12 +268,18 @@ def category_choice(rng: random.Random, difficulty: int) -> Task:
     names = sorted(CATEGORIES)
     target = rng.choice(names)
     answer = rng.choice(CATEGORIES[target])
-    others = [rng.choice(CATEGORIES[n]) for n in rng.sample([n for n in names if n != target], difficulty + 1)]
+    others = [
+        rng.choice(CATEGORIES[n]) for n in rng.sample([n for n in names if n != target], difficulty + 1)
+    ]
     options = [answer, *others]
     rng.shuffle(options)
     listed = ", ".join(options[:-1]) + f" or {options[-1]}"
     return Task(
-        "category_choice", difficulty, f"Which of these is {target}: {listed}? {WORD_ONLY}", answer, "option",
+        "category_choice",
+        difficulty,
+        f"Which of these is {target}: {listed}? {WORD_ONLY}",
+        answer,
+        "option",
         tuple(options),
     )
 

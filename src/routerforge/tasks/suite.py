@@ -15,7 +15,12 @@ from routerforge.errors import ValidationError
 from routerforge.tasks.generators import GENERATORS, Task
 
 DIFFICULTIES: tuple[int, ...] = (1, 2, 3)
-JUDGE_FOR_ANSWER_TYPE = {"number": "numeric", "text": "contains", "text-cs": "contains-cs", "option": "option"}
+JUDGE_FOR_ANSWER_TYPE = {
+    "number": "numeric",
+    "text": "contains",
+    "text-cs": "contains-cs",
+    "option": "option",
+}
 
 
 def available_kinds() -> list[str]:
@@ -70,7 +75,9 @@ def generate_tasks(
     counters: dict[tuple[str, int], int] = {}
     attempts = 0
     while len(items) < size:
-        kind, difficulty = cells[len(items) % len(cells) if attempts < size * 50 else rng.randrange(len(cells))]
+        kind, difficulty = cells[
+            len(items) % len(cells) if attempts < size * 50 else rng.randrange(len(cells))
+        ]
         attempts += 1
         task = GENERATORS[kind](rng, difficulty)
         split = "test" if rng.random() < test_fraction else "train"

@@ -38,8 +38,12 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("routellm-csv", routellm.read, "RouteLLM response CSVs: 'prompt' + one boolean column per model"),
-        Format("routerbench-csv", routerbench.read, "RouterBench CSVs: score, '|total_cost', '|model_response'"),
+        Format(
+            "routellm-csv", routellm.read, "RouteLLM response CSVs: 'prompt' + one boolean column per model"
+        ),
+        Format(
+            "routerbench-csv", routerbench.read, "RouterBench CSVs: score, '|total_cost', '|model_response'"
+        ),
         Format("pulze-jsonl", pulze.read, "Pulze evaluation results JSONL"),
         Format("wide-jsonl", wide.read, "one line per prompt with a 'scores' object"),
         Format("long-jsonl", long.read_jsonl, "one line per (prompt, model) outcome"),
@@ -59,7 +63,9 @@ def detect_format(path: str | Path) -> str:
         sample = csvs[0] if csvs else candidates[0]
     else:
         if not target.exists():
-            raise DataError(f"{target} does not exist.", hint="Check the path given to `routerforge data import`.")
+            raise DataError(
+                f"{target} does not exist.", hint="Check the path given to `routerforge data import`."
+            )
         sample = target
     suffix = sample.suffix.lower()
     if suffix == ".csv":
@@ -110,7 +116,9 @@ def read_records(
     report = ReadReport(format=name, max_issues=max_issues)
     ctx = ReadContext(report=report, strict=strict, scale=declared)
     if not target.exists():
-        raise DataError(f"{target} does not exist.", hint="Check the path given to `routerforge data import`.")
+        raise DataError(
+            f"{target} does not exist.", hint="Check the path given to `routerforge data import`."
+        )
     return FORMATS[name].read(target, ctx), report
 
 

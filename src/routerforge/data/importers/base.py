@@ -118,7 +118,9 @@ def parse_score(value: Any, scale: Scale | None, *, path: str, line: int | None,
         try:
             number = float(text)
         except ValueError:
-            raise DataError(f"score {value!r} is not a number or a boolean", path=path, line=line, column=column) from None
+            raise DataError(
+                f"score {value!r} is not a number or a boolean", path=path, line=line, column=column
+            ) from None
     elif isinstance(value, int | float):
         number = float(value)
     else:
@@ -141,7 +143,9 @@ def parse_score(value: Any, scale: Scale | None, *, path: str, line: int | None,
     return min(1.0, max(0.0, number))
 
 
-def parse_float(value: Any, *, path: str, line: int | None, column: str, minimum: float | None = 0.0) -> float | None:
+def parse_float(
+    value: Any, *, path: str, line: int | None, column: str, minimum: float | None = 0.0
+) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in _MISSING):
         return None
     if isinstance(value, bool):
@@ -180,7 +184,9 @@ def find_files(path: Path, suffixes: tuple[str, ...], *, exclude_dirs: tuple[str
         and not any(part.startswith(".") or part in exclude_dirs for part in p.relative_to(path).parts)
     )
     if not found:
-        raise DataError(f"{path} holds no {' or '.join(suffixes)} files.", hint="Check the path and --format.")
+        raise DataError(
+            f"{path} holds no {' or '.join(suffixes)} files.", hint="Check the path and --format."
+        )
     return found
 
 
@@ -214,7 +220,9 @@ def iter_csv(path: Path, ctx: ReadContext) -> Iterator[tuple[int, int, dict[str,
                 last_line = reader.line_num
                 index += 1
                 ctx.report.rows += 1
-                ctx.reject(DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start))
+                ctx.reject(
+                    DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start)
+                )
                 continue
             last_line = reader.line_num
             if not row:
@@ -255,10 +263,14 @@ def iter_jsonl(path: Path, ctx: ReadContext) -> Iterator[tuple[int, dict[str, An
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                ctx.reject(DataError(f"invalid JSON ({exc.msg} at character {exc.pos})", path=where, line=number))
+                ctx.reject(
+                    DataError(f"invalid JSON ({exc.msg} at character {exc.pos})", path=where, line=number)
+                )
                 continue
             if not isinstance(obj, dict):
-                ctx.reject(DataError(f"expected a JSON object, got {type(obj).__name__}", path=where, line=number))
+                ctx.reject(
+                    DataError(f"expected a JSON object, got {type(obj).__name__}", path=where, line=number)
+                )
                 continue
             yield number, obj
 

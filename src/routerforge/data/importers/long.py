@@ -74,7 +74,9 @@ def read_csv(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
             yield from _one(dict(row), where, line, ctx, from_csv=True)
 
 
-def _one(obj: dict[str, Any], where: str, line: int, ctx: ReadContext, *, from_csv: bool) -> Iterator[EvalRecord]:
+def _one(
+    obj: dict[str, Any], where: str, line: int, ctx: ReadContext, *, from_csv: bool
+) -> Iterator[EvalRecord]:
     try:
         record = _record(obj, where, line, ctx, from_csv=from_csv)
     except DataError as exc:

@@ -2,7 +2,8 @@
 
 Results: one line per answer with ``question``, ``answering_model``, ``overall_score`` (0-1, their judge),
 dimension grades 0-10 (normalised to [0, 1] in ``dimensions``), ``label``, ``gold_answer`` (kept as the
-prompt's reference) and ``model_answer`` (the response). The prompt key is the text hash of the question,
+prompt's reference; the numbered options after ``### Choices:`` become ``choices``) and ``model_answer``
+(the response). The prompt key is the text hash of the question,
 so the same question answered by several models is one prompt. The category is the subject at the end of
 the file name (``<template>_<model>_<subject>.jsonl``) when it can be told apart from the model's name.
 
@@ -58,6 +59,22 @@ def subject_of(path: Path, model: str) -> str | None:
     return None
 
 
+_CHOICES = re.compile(r"###\s*Choices:\s*(.*)$", re.DOTALL)
+_CHOICE_SPLIT = re.compile(r"(?:^|\s)(\d+)\)\s")
+
+
+def choices_of(question: str) -> list[str] | None:
+    """``"... ### Choices: 0) a 1) b"`` → ``["a", "b"]`` (None when the options are not numbered 0, 1, ...)."""
+    found = _CHOICES.search(question)
+    if found is None:
+        return None
+    parts = _CHOICE_SPLIT.split(found.group(1))
+    numbers, options = parts[1::2], [p.strip() for p in parts[2::2]]
+    if parts[0].strip() or not options or numbers != [str(i) for i in range(len(options))]:
+        return None
+    return options
+
+
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
     for file in find_files(path, SUFFIXES, exclude_dirs=("templates", "data")):
         ctx.report.files.append(str(file))
@@ -84,10 +101,13 @@ def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext) -> Eva
     if not isinstance(question, str) or not question.strip():
         raise DataError("'question' must be a non-empty string", path=where, line=line, column="question")
     if not isinstance(model, str) or not model.strip():
-        raise DataError("'answering_model' must be a non-empty string", path=where, line=line, column="answering_model")
+        raise DataError(
+            "'answering_model' must be a non-empty string", path=where, line=line, column="answering_model"
+        )
     score = parse_score(obj["overall_score"], ctx.scale, path=where, line=line, column="overall_score")
     dimensions: dict[str, float] = {}
-    metrics = obj.get("metrics_scores") if isinstance(obj.get("metrics_scores"), dict) else {}
+    raw_metrics = obj.get("metrics_scores")
+    metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
     for name, value in [*obj.items(), *metrics.items()]:
         if name in _NOT_DIMENSIONS or isinstance(value, str | dict | list) or value is None:
             continue
@@ -109,6 +129,7 @@ def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext) -> Eva
         source=where,
         category=subject_of(Path(where), model),
         reference=str(gold) if gold is not None else None,
+        choices=choices_of(question),
         tags=[str(label)] if label else None,
         latency_ms=parse_float(obj.get("latency_ms"), path=where, line=line, column="latency_ms"),
     )
@@ -157,7 +178,9 @@ class PulzeTemplate:
             "rater_model": self.rater_model,
             "threshold": self.threshold,
             "scale": list(self.scale),
-            "dimensions": [{"name": d.name, "weight": d.weight, "description": d.description} for d in self.dimensions],
+            "dimensions": [
+                {"name": d.name, "weight": d.weight, "description": d.description} for d in self.dimensions
+            ],
             "prompt": self.prompt,
         }
 
@@ -184,7 +207,8 @@ def load_pulze_template(path: str | Path) -> PulzeTemplate:
             "not a Pulze evaluation template (needs 'evaluation_prompt' and 'metrics_config')", path=where
         )
     metrics = config.get("metrics") or []
-    weights = config.get("weights") if isinstance(config.get("weights"), dict) else {}
+    raw_weights = config.get("weights")
+    weights: dict[str, Any] = raw_weights if isinstance(raw_weights, dict) else {}
     descriptions = {m.group(1).strip().lower(): m.group(2) for m in _CRITERION.finditer(prompt)}
     dimensions: list[RubricDimension] = []
     for item in metrics:

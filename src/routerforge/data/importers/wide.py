@@ -17,7 +17,18 @@ from routerforge.data.records import EvalRecord, text_hash
 from routerforge.errors import DataError
 
 SUFFIXES = (".jsonl", ".ndjson")
-KNOWN = {"id", "prompt", "scores", "cost_usd", "split", "category", "reference", "choices", "responses", "metadata"}
+KNOWN = {
+    "id",
+    "prompt",
+    "scores",
+    "cost_usd",
+    "split",
+    "category",
+    "reference",
+    "choices",
+    "responses",
+    "metadata",
+}
 
 
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:

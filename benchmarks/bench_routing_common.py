@@ -1,0 +1,198 @@
+"""Shared machinery of the routing benchmarks (``bench_routing_mmlu.py``, ``…_mmlu_subjects.py``,
+``…_routerbench.py``): import the development data into a benchmark home (once), run the harness over every
+available router family, and write ``benchmarks/results/<name>.json`` + ``<name>.md``.
+
+The benchmark home defaults to ``~/.cache/routerforge-bench`` (outside the repository) so the embedding
+cache survives between runs: the dataset is embedded once, not once per fold or per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+FAMILIES = ("knn", "mlp", "mf", "sw", "cluster", "semantic", "llm", "cascade")
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--home", type=Path, default=Path.home() / ".cache" / "routerforge-bench")
+    parser.add_argument("--router", action="append", help="Router families (default: every available one).")
+    parser.add_argument("--param", action="append", default=[], help="ROUTER.KEY=VALUE (repeatable).")
+    parser.add_argument("--latency-sample", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def settings_for(home: Path) -> Any:
+    from routerforge.config import load_settings
+
+    home.mkdir(parents=True, exist_ok=True)
+    return load_settings(overrides={"home": home})
+
+
+def ensure_dataset(settings: Any, name: str, path: Path) -> None:
+    """Import ``path`` as dataset ``name`` into the benchmark store unless it is there already."""
+    from routerforge.data.importers import read_records
+    from routerforge.data.store import Store
+
+    if not path.exists():
+        sys.exit(f"development data not found at {path}")
+    store = Store.from_settings(settings)
+    try:
+        if store.has_dataset(name):
+            return
+        records, report = read_records(path)
+        t0 = time.perf_counter()
+        result = store.import_records(name, records, source=str(path))
+        print(
+            f"imported {name}: {result.to_dict()} in {time.perf_counter() - t0:.1f}s ({report.to_dict()['records']} records)"
+        )
+    finally:
+        store.close()
+
+
+def routers_to_run(requested: list[str] | None) -> list[str]:
+    from routerforge.routers.registry import available_routers
+
+    available = set(available_routers())
+    wanted = requested or [f for f in FAMILIES if f in available]
+    missing = [r for r in wanted if r not in available]
+    if missing:
+        print(f"skipping router families not available yet: {', '.join(missing)}")
+    return [r for r in wanted if r in available]
+
+
+def run(
+    name: str,
+    title: str,
+    data: dict[str, Path],
+    setup_kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    targets: Callable[[dict[str, Any]], list[tuple[str, str, str, bool | None]]],
+    command: str,
+) -> dict[str, Any]:
+    """Run the benchmark ``name`` and write its JSON and markdown results."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from routerforge.cli.routing import build_setup, latency_factory, parse_params, print_table
+    from routerforge.embed.factory import build_embedder
+    from routerforge.evaluate.harness import EmbedderEncoder, RouterSpec, run_bench
+
+    settings = settings_for(args.home)
+    for dataset, path in data.items():
+        ensure_dataset(settings, dataset, path)
+    routers = routers_to_run(args.router)
+    specs = [RouterSpec(r, parse_params(args.param, r)) for r in routers]
+    setup = build_setup(settings, seed=args.seed, **setup_kwargs)
+    embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
+    quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
+    encoder = EmbedderEncoder(embedder, progress=True)
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with Progress(console=console) as progress:
+        doc = run_bench(
+            setup,
+            specs,
+            encoder,
+            latency=latency_factory(quick, encoder),
+            latency_sample=args.latency_sample,
+            seed=args.seed,
+            progress=progress,
+        )
+    doc["embedder"] = embedder.id
+    doc["params"] = {s.name: s.params for s in specs}
+    doc["wall_s"] = time.perf_counter() - t0
+    doc["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    doc["command"] = command
+    doc["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    doc["targets"] = [
+        {"target": t, "value": v, "reference": ref, "met": met} for t, v, ref, met in targets(doc)
+    ]
+    print_table(doc, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    (args.out / f"{name}.md").write_text(markdown(doc, title), encoding="utf-8")
+    print(f"wrote {args.out / (name + '.json')} and .md")
+    return doc
+
+
+def markdown(doc: dict[str, Any], title: str) -> str:
+    from routerforge.evaluate.report import markdown_table, single_rows, table_rows
+
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{doc['command']}` ({doc['date_utc']} UTC, {doc['machine']['cpus']} CPUs, "
+        f"embedder `{doc['embedder']}`, total {doc['wall_s']:.0f} s).",
+        "",
+        f"Data: `{doc['data']}`"
+        + (f" → `{doc['test_data']}`" if doc.get("test_data") else "")
+        + f"; split: {doc['split']}; {doc['n_prompts']} held-out prompts"
+        + (
+            f"; dropped prompts: {doc['dropped_prompts']['matched']} of {doc['dropped_prompts']['listed']} matched"
+            if doc.get("dropped_prompts")
+            else ""
+        )
+        + ".",
+        "",
+        markdown_table(*table_rows(doc)),
+        "",
+        "Single models:",
+        "",
+        markdown_table(*single_rows(doc)),
+        "",
+        "Targets:",
+        "",
+        markdown_table(
+            ["target", "measured", "reference", "met"],
+            [
+                [t["target"], t["value"], t["reference"], {True: "yes", False: "**no**", None: "—"}[t["met"]]]
+                for t in doc["targets"]
+            ],
+        ),
+        "",
+        "Fit time is the mean over folds; predict latency is per prompt, one at a time, single thread, "
+        "embedding (uncached) included, on a sample of held-out prompts. Definitions: docs/evaluation.md.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def best_router(doc: dict[str, Any], key: str, *, higher: bool = True) -> tuple[str | None, float | None]:
+    """The non-baseline router with the best value of ``key``."""
+    cands = [
+        (n, e[key])
+        for n, e in doc["routers"].items()
+        if n not in ("random", "oracle") and e.get(key) is not None
+    ]
+    if not cands:
+        return None, None
+    return max(cands, key=lambda x: x[1]) if higher else min(cands, key=lambda x: x[1])
+
+
+def latency_target(doc: dict[str, Any]) -> tuple[str, str, str, bool | None]:
+    name, p50 = best_router(doc, "predict_ms_p50", higher=False)
+    value = f"{p50:.1f} ms ({name})" if p50 is not None else "—"
+    return (
+        "predict p50 ≤ 10 ms (fastest router)",
+        value,
+        "semantic-router < 10 ms",
+        None if p50 is None else p50 <= 10,
+    )

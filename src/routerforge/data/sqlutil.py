@@ -1,0 +1,132 @@
+"""SQL plumbing of the store: engines (SQLite pragmas, PostgreSQL driver), migrations, batched upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event, func, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from routerforge.data.resolve import batches
+from routerforge.errors import ConfigError
+
+MIGRATION_LOCK = 0x726F7574  # PostgreSQL advisory lock key held while migrating
+
+
+def normalise_url(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"Store URL {url!r} is not a database URL.",
+            hint="Use sqlite:////absolute/path.db or postgresql+psycopg://user@host:5432/db.",
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver routerforge installs
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get their folder created and WAL pragmas on every connection."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not memory:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        if memory:
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", set_sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ImportError, SQLAlchemyError) as exc:
+        raise ConfigError(
+            f"Cannot use the store URL {safe_url(url)}: {exc}",
+            hint="For PostgreSQL install the postgres extra (psycopg) and use postgresql+psycopg://...",
+        ) from exc
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """``alembic upgrade heads`` with the migrations shipped in ``routerforge/migrations``."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+
+    migrations = Path(str(files("routerforge") / "migrations"))
+    config = Config(str(migrations / "alembic.ini"))
+    config.set_main_option("script_location", str(migrations))
+    config.set_main_option("version_locations", str(migrations / "versions"))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # several processes may open a new database at once
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "heads")
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(
+            f"Cannot open the store at {safe_url(engine.url.render_as_string(hide_password=False))}: {reason}",
+            hint="Check --store / data.store_url (ROUTERFORGE_DATA__STORE_URL) and that the database is up.",
+        ) from exc
+
+
+def dialect_insert(conn: Connection) -> Any:
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    raise ConfigError(f"The store supports SQLite and PostgreSQL, not {name}.")
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: tuple[str, ...],
+    replace: tuple[str, ...],
+    coalesce: tuple[str, ...],
+) -> None:
+    """INSERT … ON CONFLICT DO UPDATE in batches of ``BATCH`` rows (executemany).
+
+    ``replace`` columns take the new value; ``coalesce`` columns keep the stored value when the new one is NULL.
+    """
+    if not rows:
+        return
+    insert = dialect_insert(conn)
+    stmt = insert(table)
+    keys = {c.key: c for c in table.columns}
+    set_ = {name: stmt.excluded[name] for name in replace}
+    for name in coalesce:
+        set_[name] = func.coalesce(stmt.excluded[name], keys[name])
+    stmt = stmt.on_conflict_do_update(index_elements=list(conflict), set_=set_)
+    for batch in batches(rows):
+        conn.execute(stmt, list(batch))

@@ -1,0 +1,71 @@
+"""Micro-batching of router predictions on the request path.
+
+Concurrent requests for the same router are gathered and embedded + predicted together in one call on a
+single worker thread per router: batched ONNX inference costs far less per prompt than one call per
+prompt, the index is never queried from two threads at once, and the event loop never blocks. A request
+that arrives while a batch is running waits for the next batch (at most ``max_batch`` prompts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+PredictMany = Callable[[Sequence[str]], np.ndarray]
+
+
+class PredictBatcher:
+    def __init__(self, predict_many: PredictMany, *, max_batch: int = 32, name: str = "router") -> None:
+        self._predict_many = predict_many
+        self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rf-predict-{name}")
+        self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.prompts = 0
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The router's one worker thread (also used for ``explain``, so calls never overlap)."""
+        return self._executor
+
+    async def predict(self, text: str) -> np.ndarray:
+        """Predicted scores (one row) for ``text``, computed in a batch with concurrent callers."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
+        self._pending.append((text, fut))
+        if not self._running:
+            self._running = True
+            self._task = loop.create_task(self._drain())  # keep a reference: tasks are weakly held
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                live = [(t, f) for t, f in batch if not f.done()]
+                if not live:
+                    continue
+                texts = [t for t, _ in live]
+                try:
+                    out = await loop.run_in_executor(self._executor, self._predict_many, texts)
+                except Exception as exc:  # handed to every waiting caller, which raises it
+                    for _, f in live:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.prompts += len(texts)
+                for (_, f), row in zip(live, np.asarray(out, dtype=np.float64), strict=True):
+                    if not f.done():
+                        f.set_result(row)
+        finally:
+            self._running = False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -213,6 +213,30 @@ def routing_ms_mean(port: int) -> float | None:
     return round(total / count * 1000.0, 3) if count else None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            kids = []
+        todo.extend(int(k) for k in kids)
+    return out
+
+
+def tree_rss_mb(pid: int) -> dict[str, float]:
+    """Summed RSS (and summed peak) of the serving process and its workers."""
+    parts = [rss_mb(p) for p in process_tree(pid)]
+    return {
+        "rss_mb": round(sum(x["rss_mb"] for x in parts), 1),
+        "peak_rss_mb": round(sum(x["peak_rss_mb"] for x in parts), 1),
+        "processes": len(parts),
+    }
+
+
 def torch_loaded(pid: int) -> bool:
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "libtorch" in maps or "/torch/" in maps
@@ -274,7 +298,7 @@ def train_knn(home: Path, n_prompts: int) -> dict[str, Any]:
     }
 
 
-def write_gateway_config(path: Path, upstream_port: int) -> None:
+def write_gateway_config(path: Path, upstream_port: int, counters: str = "auto") -> None:
     import yaml
 
     base = f"http://127.0.0.1:{upstream_port}/v1"
@@ -296,6 +320,7 @@ def write_gateway_config(path: Path, upstream_port: int) -> None:
                     },
                 ],
                 "limits": {"requests_per_minute": 10_000_000},
+                "counters": {"backend": counters, "prefix": "rf-bench-" + os.urandom(4).hex()},
             }
         )
     )
@@ -393,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="Cap in seconds of each throughput run.")
     parser.add_argument("--concurrency", type=int, default=16, help="Connections of the throughput runs.")
     parser.add_argument("--knn-prompts", type=int, default=1000)
+    parser.add_argument("--no-litellm", action="store_true", help="Do not run LiteLLM's proxy.")
+    parser.add_argument("--workers", type=int, default=1, help="routerforge serve --workers N.")
+    parser.add_argument(
+        "--counters", default=None, help="counters.backend (default: memory for 1 worker, redis for more)."
+    )
     parser.add_argument("--litellm-bin", default=None, help="Path of a `litellm` proxy executable.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -410,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "settings": {k: getattr(args, k) for k in ("n_latency", "max_requests", "duration", "concurrency")},
         "targets": TARGETS,
@@ -427,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(up)
         wait_http(up_port, "/v1/models", proc=up)
         gw_cfg = tmp / "gateway.yaml"
-        write_gateway_config(gw_cfg, up_port)
+        counters = args.counters or ("memory" if args.workers == 1 else "redis")
+        write_gateway_config(gw_cfg, up_port, counters)
+        results["settings"]["workers"] = args.workers
+        results["settings"]["counters"] = counters
         rf = [PY, "-m", "routerforge.cli.main"]
         key_out = subprocess.run(
             [*rf, "keys", "create", "--tenant", "bench", "--json", "--config", str(gw_cfg)],
@@ -437,14 +471,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         key = json.loads(key_out.stdout)["key"]
         gw = subprocess.Popen(
-            [*rf, "serve", "--config", str(gw_cfg), "--port", str(gw_port)],
+            [*rf, "serve", "--config", str(gw_cfg), "--port", str(gw_port), "--workers", str(args.workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         procs.append(gw)
         wait_http(gw_port, "/readyz", proc=gw)
-        results["rss_idle"] = rss_mb(gw.pid)
+        results["rss_idle"] = tree_rss_mb(gw.pid)
         auth = {"authorization": f"Bearer {key}"}
         direct_body = chat_bodies("m-small", request_texts("direct"))
 
@@ -491,12 +525,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
         asyncio.run(bench())
-        results["rss_after_load"] = rss_mb(gw.pid)
-        results["torch_loaded"] = torch_loaded(gw.pid)
+        results["rss_after_load"] = tree_rss_mb(gw.pid)
+        results["torch_loaded"] = any(torch_loaded(p) for p in process_tree(gw.pid))
         gw.terminate()
         gw.wait(timeout=30)
 
-        litellm = find_litellm(args.litellm_bin)
+        litellm = None if args.no_litellm else find_litellm(args.litellm_bin)
         results["litellm"] = bench_litellm(litellm, tmp, up_port, env, args, direct_body)
     finally:
         for p in procs:
@@ -592,7 +626,12 @@ def render_markdown(r: dict[str, Any]) -> str:
 
     lines = ["# Gateway benchmark", ""]
     m = r["machine"]
-    lines += [f"Machine: {m['cpus']} CPUs, Python {m['python']}. Settings: {r['settings']}.", ""]
+    lines += [
+        f"Machine: {m['cpus']} CPUs, Python {m['python']}, load average at start "
+        f"{m.get('load_average_at_start')} (the machine is shared; other jobs inflate every number). "
+        f"Settings: {r['settings']}.",
+        "",
+    ]
     lines += ["## Added latency (gateway − direct upstream), ms", ""]
     lines += [
         "| target | conc. | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 |",

@@ -6,7 +6,7 @@
    APGR of the knn router, and the share of strong calls and the cost (nominal prices) at which it reaches
    the stronger model's quality — and the time of each step.
 
-    .venv/bin/python benchmarks/bench_local_models.py [--prompts 40] [--size 200] [--skip-quickstart] [--home DIR]
+    .venv/bin/python benchmarks/bench_local_models.py [--prompts 40] [--size 300] [--skip-quickstart] [--home DIR]
 
 Writes benchmarks/results/local_models.json and local_models.md.
 """
@@ -136,7 +136,7 @@ def main() -> None:
     )
     parser.add_argument("--prompts", type=int, default=40, help="prompts per model for the speed test")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--size", type=int, default=200, help="quickstart task suite size")
+    parser.add_argument("--size", type=int, default=300, help="quickstart task suite size")
     parser.add_argument("--skip-quickstart", action="store_true")
     parser.add_argument("--home", type=Path, default=None, help="keep the quickstart's home here (resumable)")
     args = parser.parse_args()

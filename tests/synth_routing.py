@@ -13,7 +13,9 @@ from routerforge.routers.base import PromptBatch
 MODELS = ["a", "b", "c"]
 
 
-def make_data(n: int = 240, dim: int = 16, seed: int = 0, missing: float = 0.1) -> tuple[PromptBatch, np.ndarray, np.ndarray]:
+def make_data(
+    n: int = 240, dim: int = 16, seed: int = 0, missing: float = 0.1
+) -> tuple[PromptBatch, np.ndarray, np.ndarray]:
     """(batch, scores with NaN holes, topic per prompt)."""
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, 2, n)
@@ -24,7 +26,9 @@ def make_data(n: int = 240, dim: int = 16, seed: int = 0, missing: float = 0.1) 
     scores = (rng.random((n, 3)) < p).astype(np.float64)
     scores[rng.random((n, 3)) < missing] = np.nan
     words = ["alpha", "beta"]
-    texts = [f"question {i} about {words[t]} {words[t]} topic {rng.integers(0, 50)}" for i, t in enumerate(topic)]
+    texts = [
+        f"question {i} about {words[t]} {words[t]} topic {rng.integers(0, 50)}" for i, t in enumerate(topic)
+    ]
     return PromptBatch(texts=texts, dense=dense.astype(np.float32)), scores, topic
 
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 from routerforge.errors import ValidationError
 from routerforge.routers.cluster import ClusterRouter, kmeans
 from routerforge.routers.registry import load_router
+from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 
 @pytest.fixture(scope="module")

@@ -332,7 +332,11 @@ def test_models_health_and_metrics(gw: Gateway) -> None:
 def test_client_disconnect_mid_stream_is_logged(gw: Gateway, upstream: FakeUpstream) -> None:
     key = gw.key("acme")
     upstream.inject(Fault("slow_stream", model="small", delay_s=0.2))
-    body = {"model": "small", "stream": True, "messages": [{"role": "user", "content": "w1 w2 w3 w4 w5 w6 w7 w8"}]}
+    body = {
+        "model": "small",
+        "stream": True,
+        "messages": [{"role": "user", "content": "w1 w2 w3 w4 w5 w6 w7 w8"}],
+    }
     with (
         gw.http(key) as h,
         h.stream("POST", "/v1/chat/completions", json=body) as r,
@@ -401,8 +405,12 @@ async def test_in_process_asgi_errors_and_unknown_routes(rf_home: Path, upstream
                 headers={"authorization": f"Bearer {key}"},
                 json={"model": "small", "prompt": "hi"},
             )
-            assert r.status_code == 200 and r.json()["model"] == "small" and r.json()["reason"] == "pass-through"
-            r = await client.post("/v1/route", headers={"authorization": f"Bearer {key}"}, json={"model": "small"})
+            assert (
+                r.status_code == 200 and r.json()["model"] == "small" and r.json()["reason"] == "pass-through"
+            )
+            r = await client.post(
+                "/v1/route", headers={"authorization": f"Bearer {key}"}, json={"model": "small"}
+            )
             assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]
     finally:
         await app.state.service.aclose()

@@ -137,3 +137,24 @@ def test_sdk_in_process_and_remote(rf_home: Path, upstream: FakeUpstream) -> Non
         resp = remote.chat.completions.create(model="small", messages=[{"role": "user", "content": "remote"}])
         assert resp.choices[0].message.content == "small says: remote"
         remote.close()
+
+
+def test_serve_validates_the_config_first(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = rf_home / "bad.yaml"
+    bad.write_text("models:\n  - id: a\n    input_usd_per_mtok: -1\n    fallbacks: [nope]\n")
+    assert main(["serve", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Invalid" in err and "input_usd_per_mtok" in err
+    missing = rf_home / "missing-router.yaml"
+    missing.write_text(
+        yaml.safe_dump(
+            {
+                "models": [{"id": "a", "base_url": "http://127.0.0.1:9/v1"}],
+                "synthetic_models": [{"name": "s", "router": "no-such-router", "models": ["a"]}],
+            }
+        )
+    )
+    assert main(["serve", "--config", str(missing), "--port", "1"]) == 2
+    assert "No trained router" in capsys.readouterr().err
+    assert main(["serve", "--config", str(rf_home / "absent.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 from routerforge.errors import ValidationError
 from routerforge.routers.base import PromptBatch
 from routerforge.routers.lexical import LexicalRouter, build_vocabulary, terms
 from routerforge.routers.registry import available_routers, create_router, load_router
+from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 
 @pytest.fixture(scope="module")

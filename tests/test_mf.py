@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 from routerforge.errors import NotFittedError, ValidationError
 from routerforge.routers.mf import MfRouter, mf_logits, pair_targets, pairwise_to_scores
 from routerforge.routers.registry import create_router, load_router
+from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 FAST = {"dim": 8, "max_epochs": 60, "batch_size": 32, "patience": 6}
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 from routerforge.errors import NotFittedError, ValidationError
 from routerforge.routers.mlp import MlpRouter, pairwise_loss, text_features
 from routerforge.routers.optim import masked_bce
 from routerforge.routers.registry import create_router, load_router
+from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 FAST = {"hidden": 16, "max_epochs": 40, "n_estimators": 2, "patience": 5, "batch_size": 32}
 
@@ -96,7 +96,9 @@ def test_loss_gradients_match_finite_differences():
     targets = (rng.random((5, 3)) < 0.5).astype(float)
     mask = (rng.random((5, 3)) < 0.8).astype(float)
     _, g = masked_bce(logits, targets, mask)
-    np.testing.assert_allclose(g, _numeric_grad(lambda z: masked_bce(z, targets, mask)[0], logits.copy()), atol=1e-6)
+    np.testing.assert_allclose(
+        g, _numeric_grad(lambda z: masked_bce(z, targets, mask)[0], logits.copy()), atol=1e-6
+    )
     _, g = pairwise_loss(logits, targets, mask, tie_weight=0.5)
     num = _numeric_grad(lambda z: pairwise_loss(z, targets, mask, tie_weight=0.5)[0], logits.copy())
     np.testing.assert_allclose(g, num, atol=1e-6)

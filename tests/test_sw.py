@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 from routerforge.errors import NotFittedError, ValidationError
 from routerforge.routers.registry import create_router, load_router
@@ -15,6 +14,7 @@ from routerforge.routers.sw import (
     similarity_weights,
     strengths_to_scores,
 )
+from synth_routing import MODELS, assert_learns_topics, make_data, split
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,9 @@ def test_learns_the_signal(data, params):
 def test_deterministic_save_load_and_explain(data, tmp_path: Path):
     Xtr, Str, Xte, _ = data
     r = create_router("sw", top_k=30).fit(Xtr, Str, MODELS)
-    np.testing.assert_array_equal(r.predict_scores(Xte), create_router("sw", top_k=30).fit(Xtr, Str, MODELS).predict_scores(Xte))
+    np.testing.assert_array_equal(
+        r.predict_scores(Xte), create_router("sw", top_k=30).fit(Xtr, Str, MODELS).predict_scores(Xte)
+    )
     r.save(tmp_path / "sw")
     loaded = load_router(tmp_path / "sw")
     np.testing.assert_array_equal(loaded.predict_scores(Xte), r.predict_scores(Xte))

@@ -44,7 +44,7 @@ def quickstart(
     out: Annotated[
         Path, typer.Option("--out", help="Where the router, report and gateway config go.")
     ] = Path("routerforge-quickstart"),
-    size: Annotated[int, typer.Option("--size", min=10, help="How many task prompts to generate.")] = 200,
+    size: Annotated[int, typer.Option("--size", min=10, help="How many task prompts to generate.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the task suite and the folds.")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours of the knn router.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON at the end.")] = False,

@@ -22,14 +22,20 @@ CONFIG_FILE = "edge_config.json"
 
 
 class EdgeIndex:
-    """A Qdrant Edge shard in ``path`` holding ``dim``-dimensional dense vectors (+ BM25 sparse)."""
+    """A Qdrant Edge shard in ``path`` holding ``dim``-dimensional dense vectors (+ BM25 sparse).
 
-    def __init__(self, path: str | Path, dim: int, *, hnsw_ef: int | None = None) -> None:
+    ``exact=True`` makes dense searches exhaustive (exact and deterministic; about 1 ms per query on
+    10,000 MiniLM vectors) instead of HNSW (approximate: ~97 % recall at k=100, and the graph built by
+    :meth:`optimize` differs from build to build). ``hnsw_ef`` widens the HNSW search.
+    """
+
+    def __init__(self, path: str | Path, dim: int, *, hnsw_ef: int | None = None, exact: bool = False) -> None:
         import qdrant_edge as qe
 
         self.path = Path(path)
         self.dim = int(dim)
         self.hnsw_ef = hnsw_ef
+        self.exact = exact
         self._qe = qe
         if (self.path / CONFIG_FILE).is_file():
             saved = _saved_dim(self.path)
@@ -115,7 +121,11 @@ class EdgeIndex:
         with_payload: bool,
     ) -> Any:
         qe = self._qe
-        params = qe.SearchParams(hnsw_ef=self.hnsw_ef) if self.hnsw_ef else None
+        params = None
+        if self.exact:
+            params = qe.SearchParams(exact=True)
+        elif self.hnsw_ef:
+            params = qe.SearchParams(hnsw_ef=self.hnsw_ef)
         dense_q = qe.Query.Nearest(dense.tolist(), using=DENSE_VECTOR)
         if mode == "dense":
             return qe.QueryRequest(limit=limit, query=dense_q, with_payload=with_payload, params=params)

@@ -46,7 +46,7 @@ class EnsembleRouter(Router):
         specs = DEFAULT_MEMBERS if self.members is None else self.members
         if not isinstance(specs, list) or not specs:
             raise ValidationError("ensemble: members must be a non-empty list of {name, params, weight}.")
-        out = []
+        out: list[dict[str, Any]] = []
         for spec in specs:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ValidationError(f"ensemble: each member needs a 'name', got {spec!r}.")
@@ -55,8 +55,10 @@ class EnsembleRouter(Router):
             weight = float(spec.get("weight", 1.0))
             if weight < 0:
                 raise ValidationError(f"ensemble: member weights must be ≥ 0, got {weight}.")
-            out.append({"name": str(spec["name"]), "params": dict(spec.get("params") or {}), "weight": weight})
-        if sum(s["weight"] for s in out) <= 0:
+            out.append(
+                {"name": str(spec["name"]), "params": dict(spec.get("params") or {}), "weight": weight}
+            )
+        if sum(float(s["weight"]) for s in out) <= 0:
             raise ValidationError("ensemble: at least one member needs a positive weight.")
         return out
 
@@ -67,8 +69,8 @@ class EnsembleRouter(Router):
             params = {"random_state": self.random_state, **spec["params"]}
             routers.append(create_router(spec["name"], **params).fit(X, scores, list(self.models_ or [])))
         self.routers_ = routers
-        total = sum(s["weight"] for s in specs)
-        self.weights_ = np.array([s["weight"] / total for s in specs])
+        weights = np.array([float(s["weight"]) for s in specs])
+        self.weights_ = weights / weights.sum()
 
     def _member_predictions(self, X: PromptBatch) -> list[np.ndarray]:
         return [r.predict_scores(X) for r in self.routers_]

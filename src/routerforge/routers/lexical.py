@@ -38,7 +38,9 @@ def terms(text: str, ngram_max: int) -> list[str]:
     return out
 
 
-def build_vocabulary(texts: list[str], *, ngram_max: int, min_df: int, max_features: int) -> tuple[list[str], np.ndarray]:
+def build_vocabulary(
+    texts: list[str], *, ngram_max: int, min_df: int, max_features: int
+) -> tuple[list[str], np.ndarray]:
     """Terms kept (sorted) and their IDF ``ln((1 + n) / (1 + df)) + 1``."""
     df: Counter[str] = Counter()
     tf: Counter[str] = Counter()
@@ -123,7 +125,10 @@ class LexicalRouter(Router):
         if self.alpha <= 0 or int(self.ngram_max) < 1 or int(self.min_df) < 1 or int(self.max_features) < 1:
             raise ValidationError("lexical: alpha must be > 0 and ngram_max, min_df, max_features ≥ 1.")
         vocab_list, idf = build_vocabulary(
-            X.texts, ngram_max=int(self.ngram_max), min_df=int(self.min_df), max_features=int(self.max_features)
+            X.texts,
+            ngram_max=int(self.ngram_max),
+            min_df=int(self.min_df),
+            max_features=int(self.max_features),
         )
         self.vocab_ = vocab_list
         self.idf_ = idf
@@ -153,7 +158,7 @@ class LexicalRouter(Router):
 
     def _explain(self, X: PromptBatch) -> Explanation:
         base = super()._explain(X)
-        indptr, indices, values = vectorize(X.texts[:1], self._index, self.idf_, int(self.ngram_max))
+        _indptr, indices, values = vectorize(X.texts[:1], self._index, self.idf_, int(self.ngram_max))
         models = list(self.models_ or [])
         top: dict[str, list[dict[str, float | str]]] = {}
         for j, model in enumerate(models):

@@ -125,7 +125,7 @@ class MfRouter(Router):
         Q0 = np.asarray(X.dense, dtype=np.float64)
         self.center_ = Q0.mean(0)
         Q = Q0 - self.center_
-        n, d = Q.shape
+        _n, d = Q.shape
         m = scores.shape[1]
         k = int(self.dim)
         mask = (~np.isnan(scores)).astype(np.float64)
@@ -141,7 +141,11 @@ class MfRouter(Router):
             # start from the per-model mean score: δ(M, ·) ≈ logit(mean_M) through the bias path.
             col = np.clip((S * mask).sum(0) / np.maximum(mask.sum(0), 1.0), 1e-3, 1 - 1e-3)
             params["V"] = params["V"] * 0.1 + (np.log(col / (1 - col)) / k)[:, None]
-        pairs = pair_targets(np.where(mask > 0, S, np.nan), float(self.tie_weight)) if self.mode == "pairwise" else None
+        pairs = (
+            pair_targets(np.where(mask > 0, S, np.nan), float(self.tie_weight))
+            if self.mode == "pairwise"
+            else None
+        )
         opt = Adam(params, lr=float(self.lr), weight_decay=float(self.weight_decay), decay={"W1", "V"})
         train_rows, val_rows = group_split(text_groups(X.texts), float(self.val_fraction), rng)
         stopper = EarlyStopping(int(self.patience))

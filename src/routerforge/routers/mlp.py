@@ -90,7 +90,7 @@ def pairwise_loss(
     The target of pair (a, b) is 1 when ``targets[a] > targets[b]``, 0 when lower and 0.5 for a tie
     (weighted by ``tie_weight``; 0 skips ties). Returns the mean loss and its gradient w.r.t. ``logits``.
     """
-    n, m = logits.shape
+    _n, m = logits.shape
     iu, ju = np.triu_indices(m, k=1)
     D = logits[:, iu] - logits[:, ju]
     diff = targets[:, iu] - targets[:, ju]
@@ -124,7 +124,7 @@ def train_member(
 ) -> tuple[dict[str, np.ndarray], int]:
     """Train one network; returns its parameters and the epoch early stopping kept."""
     rng = np.random.default_rng(seed)
-    n, d = Z.shape
+    _n, d = Z.shape
     m = S.shape[1]
     mask = (~np.isnan(S)).astype(np.float64)
     T = np.nan_to_num(S, nan=0.0)

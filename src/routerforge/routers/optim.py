@@ -84,7 +84,7 @@ def masked_bce(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> tup
 def inner_split(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle ``range(n)`` into (train, validation) positions; validation is empty when too small."""
     order = rng.permutation(n)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction <= 0 or n_val < 1 or n - n_val < 1:
         return order, order[:0]
     return order[n_val:], order[:n_val]
@@ -95,7 +95,7 @@ def group_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`inner_split` but keeps rows with the same group id on the same side."""
     uniq, inverse = np.unique(groups, return_inverse=True)
-    g_train, g_val = inner_split(len(uniq), val_fraction, rng)
+    _g_train, g_val = inner_split(len(uniq), val_fraction, rng)
     is_val = np.zeros(len(uniq), dtype=bool)
     is_val[g_val] = True
     rows = np.arange(len(groups))

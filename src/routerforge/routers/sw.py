@@ -51,9 +51,7 @@ def comparison_tables(scores: np.ndarray, tie_weight: float) -> tuple[np.ndarray
     return wins, counts
 
 
-def similarity_weights(
-    sims: np.ndarray, *, gamma: float, sharpness: float, top_k: int | None
-) -> np.ndarray:
+def similarity_weights(sims: np.ndarray, *, gamma: float, sharpness: float, top_k: int | None) -> np.ndarray:
     """RouteLLM weights γ^(1 + κ·s/max s) for each row of ``sims`` (queries × training prompts), rescaled
     to sum to their effective sample size; with ``top_k`` only the k most similar prompts keep a weight."""
     smax = sims.max(axis=1, keepdims=True)
@@ -187,7 +185,10 @@ class SwRouter(Router):
                 "train_index": int(i),
                 "similarity": float(sims[0, i]),
                 "weight": float(w[0, i]),
-                "scores": {m: (None if np.isnan(s) else float(s)) for m, s in zip(models, self.train_scores_[i], strict=True)},
+                "scores": {
+                    m: (None if np.isnan(s) else float(s))
+                    for m, s in zip(models, self.train_scores_[i], strict=True)
+                },
             }
             for i in top
         ]

@@ -234,6 +234,7 @@ def test_train_route_calibrate_export_import(
     info = json.loads(capsys.readouterr().out)
     assert info["split"] == "train" and info["n_train"] == 128
     assert (rdir / "training_prompts.npy").is_file() and (rdir / "routing.json").is_file()
+    assert (rdir / "cost_model_weights.npy").is_file()  # per-prompt price estimates from recorded costs
 
     prompt = "algebra question 999: explain algebra item 3"
     assert main(["route", str(rdir), prompt, "--json", "--strong", "strong", "--weak", "weak"]) == 0

@@ -156,3 +156,102 @@ def test_models_commands(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 2 and "No model named 'maxi'" in err
     code, _, _ = run(capsys, "models", "remove", "local-llm")
     assert code == 0
+
+
+def _one_line_error(err: str) -> str:
+    """The CLI's error output: exactly one line, no traceback."""
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "import", "{ok}"],  # --name missing
+        ["data", "import", "{ok}", "--name", "x", "--bogus"],
+        ["data", "import", "{ok}", "--name", "x", "--max-errors", "-1"],
+        ["data", "import", "{ok}", "--name", "x", "--max-errors", "many"],
+        ["data", "stats"],
+        ["data", "no-such-command"],
+        ["models", "add", "m", "--input-price", "-1"],
+        ["models", "add", "m", "--context-window", "0"],
+        ["data", "prompts", "show", "x", "--limit", "0"],
+        ["eval", "run", "--prompts", "p", "--models", "m", "--name", "e", "--max-cost", "-1"],
+    ],
+)
+def test_click_usage_errors_are_one_line_without_traceback(
+    argv: list[str], rf_home: Path, responses: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok = str(responses / "mmlu_algebra.csv")
+    code, out, err = run(capsys, *[a.replace("{ok}", ok) for a in argv])
+    assert code == 2 and out == ""
+    assert "--help" in _one_line_error(err)
+    code, out, _ = run(capsys, "data", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_a_bare_command_group_prints_its_help_and_no_error(
+    rf_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "data")
+    assert code != 0 and "import" in out and "error" not in err
+
+
+def test_bad_files_fail_in_one_line_and_write_nothing(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    (tmp_path / "nocsv").mkdir()
+    (tmp_path / "nocsv" / "notes.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "latin1.csv").write_bytes("prompt,a\nq1,1\ncaf\xe9,0\n".encode("latin-1"))
+    (tmp_path / "all_bad.jsonl").write_text('{"prompt": "a", "scores": {"m": 7}}\n', encoding="utf-8")
+    (tmp_path / "w.jsonl").write_text('{"prompt": "a", "scores": {"m": 1}}\n', encoding="utf-8")
+    (tmp_path / "markup.csv").write_text("prompt,model,score,[red]hue\np,m,1,x\n", encoding="utf-8")
+    cases = [
+        (["empty.csv"], "is empty"),
+        (["nocsv"], "holds no .csv"),
+        (["latin1.csv"], "latin1.csv:3: not UTF-8 text"),
+        (["all_bad.jsonl"], "1 of 1 rows are bad. First: "),
+        (["w.jsonl", "--format", "routellm-csv"], "is a .jsonl file but --format routellm-csv reads CSV"),
+        (["markup.csv"], "unknown column '[red]hue'"),  # printed as text, not as rich markup
+    ]
+    for args, expected in cases:
+        code, out, err = run(capsys, "data", "import", str(tmp_path / args[0]), "--name", "x", *args[1:])
+        assert code == 2 and out == "" and expected in _one_line_error(err), (args, err)
+    code, out, _ = run(capsys, "data", "list", "--json")
+    assert json.loads(out) == []  # no empty dataset left behind by a failed import
+
+
+def test_an_all_bad_file_names_the_row_once(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "scores": {"m": 7}}\n', encoding="utf-8")
+    code, _, err = run(capsys, "data", "import", str(path), "--name", "x")
+    assert code == 2 and _one_line_error(err).count("bad.jsonl:1") == 1 and "--score-scale" in err
+
+
+def test_export_and_home_paths_that_cannot_be_written(
+    rf_home: Path, responses: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "data", "import", str(responses), "--name", "mm")[0] == 0
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x", encoding="utf-8")
+    code, _, err = run(capsys, "data", "export", "mm", str(a_file / "out.jsonl"))
+    assert code == 2 and "Cannot write" in _one_line_error(err)
+    code, _, err = run(capsys, "--home", str(a_file), "data", "list")
+    assert code == 2 and "Cannot create the folder" in _one_line_error(err)
+
+
+def test_models_add_rejects_blank_ids_bad_prices_and_urls(
+    rf_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv, expected in [
+        (["models", "add", " ", "--no-lookup"], "without leading or trailing spaces"),
+        (["models", "add", "m", "--input-price", "inf", "--no-lookup"], "finite number"),
+        (["models", "add", "m", "--base-url", "localhost:8000", "--no-lookup"], "http:// or https://"),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and expected in _one_line_error(err)
+    code, out, _ = run(capsys, "models", "list", "--json")
+    assert json.loads(out) == []

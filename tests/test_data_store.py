@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -303,7 +304,7 @@ def test_migrations_match_the_table_models(tmp_path: Path) -> None:
     from routerforge.migrations import ALEMBIC_INI, MIGRATIONS_DIR
 
     s = Store(f"sqlite:///{tmp_path / 'check.db'}")
-    config = Config(str(ALEMBIC_INI))
+    config = Config(str(ALEMBIC_INI), stdout=io.StringIO())  # not the sys.stdout of alembic's import
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     with s.engine.connect() as conn:

@@ -116,7 +116,9 @@ def test_batched_query_matches_single_queries(index: Index) -> None:
         single = index.query(dense[i : i + 1], [sparse[i]], limit=3, mode="hybrid", prefetch_limit=10)
         # RRF ties may be cut in another order: compare the fused scores
         assert [round(h.score, 6) for h in single[0]] == [round(h.score, 6) for h in batch[i]]
-        assert [h.id for h in index.query(dense[i : i + 1], limit=3, mode="dense")[0]] == [h.id for h in dense_batch[i]]
+        assert [h.id for h in index.query(dense[i : i + 1], limit=3, mode="dense")[0]] == [
+            h.id for h in dense_batch[i]
+        ]
 
 
 def test_hybrid_without_sparse_is_a_clear_error(index: Index) -> None:

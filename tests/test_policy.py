@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,49 @@ def test_calibrate_wtp() -> None:
     assert 1000 * prices[np.arange(200), chosen].mean() == pytest.approx(res.expected["cost_per_1k"])
     with pytest.raises(ValidationError, match="strong/weak"):
         calibrate_wtp(pred, prices, scores, prices, Target("strong-share", 0.3))
+
+
+def test_decide_uses_calibration_and_explicit_knobs() -> None:
+    from routerforge.policy import decide, resolve_binary_pair
+
+    models = ["s", "w"]
+    pred = np.array([[0.8, 0.6]])  # p(strong needed) = 0.6
+    assert decide(models, "q", pred).model == "s"  # default threshold 0.5
+    calib = {"policy": "binary", "knob": {"threshold": 0.7}, "strong": "s", "weak": "w"}
+    d = decide(models, "q", pred, calibration=calib)
+    assert (d.model, d.policy, d.knob) == ("w", "binary", {"threshold": 0.7}) and "0.600" in d.reason
+    assert decide(models, "q", pred, calibration=calib, threshold=0.55).model == "s"
+    three = ["a", "b", "c"]
+    assert resolve_binary_pair(three) is None
+    costs = {"a": 0.01, "b": 0.001, "c": 0.0001}
+    pred3 = np.array([[0.9, 0.85, 0.1]])
+    assert decide(three, "q", pred3, mean_cost_usd=costs).model == "a"  # λ = 0
+    assert decide(three, "q", pred3, mean_cost_usd=costs, lam=50.0).model == "b"
+    assert (
+        decide(
+            three, "q", pred3, mean_cost_usd=costs, calibration={"policy": "wtp", "knob": {"lambda": 1e6}}
+        ).model
+        == "c"
+    )
+    assert decide(three, "q", pred3, mean_cost_usd=costs, tolerance=0.1).model == "b"
+    with pytest.raises(ValidationError, match="no prices"):
+        decide(three, "q", pred3)
+
+
+def test_cost_model_learns_prompt_dependent_prices(tmp_path: Path) -> None:
+    from routerforge.policy.pricing import CostModel, estimated_prices
+
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(200, 8))
+    true = np.exp(np.c_[dense[:, 0] - 5.0, 0.5 * dense[:, 1] - 8.0])
+    costs = np.c_[true, np.full(200, np.nan)]
+    model = CostModel(alpha=1e-3).fit(dense, costs)
+    est = model.predict(dense[:5])
+    np.testing.assert_allclose(est[:, :2], true[:5], rtol=1e-3)
+    assert np.isnan(est[:, 2]).all()  # no recorded cost for the third model
+    model.save(tmp_path)
+    again = CostModel.load(tmp_path)
+    assert again is not None and np.allclose(again.predict(dense[:5])[:, :2], est[:, :2])
+    assert CostModel.load(tmp_path / "nothing") is None
+    prices = estimated_prices(["p"] * 5, ["a", "b", "c"], dense[:5], model, fallback_mean_usd={"c": 0.5})
+    assert np.allclose(prices[:, :2], est[:, :2]) and (prices[:, 2] == 0.5).all()

@@ -52,6 +52,7 @@ class DataError(RouterForgeError):
         self.path = path
         self.line = line
         self.column = column
+        self.reason = message  # the message without the "path:line column" prefix
         where = ""
         if path is not None:
             where = str(path)

@@ -105,7 +105,9 @@ def import_cmd(
     description: Annotated[
         str | None, typer.Option("--description", help="A note stored with the dataset.")
     ] = None,
-    max_errors: Annotated[int, typer.Option("--max-errors", help="How many bad rows to list.")] = 20,
+    max_errors: Annotated[
+        int, typer.Option("--max-errors", min=0, help="How many bad rows to list.")
+    ] = 20,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress display.")
     ] = True,
@@ -131,10 +133,15 @@ def import_cmd(
     finally:
         store.close()
     if report.outcomes == 0:
-        detail = f" First problem: {read_report.issues[0]}" if read_report.issues else ""
+        if read_report.issues:
+            raise DataError(
+                f"Nothing imported from {path}: {read_report.skipped:,} of {read_report.rows:,} rows are bad. "
+                f"First: {str(read_report.issues[0]).rstrip('.')}.",
+                hint="Fix the file (or check --format); nothing was written.",
+            )
         raise DataError(
-            f"No eval records found in {path} ({read_report.rows} rows read, {read_report.skipped} bad).{detail}",
-            hint="Check --format and the file's columns.",
+            f"No eval records found in {path} ({read_report.rows:,} rows read).",
+            hint="Check --format and the file's columns; nothing was written.",
         )
     payload = {**report.to_dict(), "read": read_report.to_dict()}
     if as_json:

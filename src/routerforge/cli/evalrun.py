@@ -61,7 +61,9 @@ def run(
         typer.Option("--judge-model", help="The model an LLM judge template calls (overrides it)."),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Calls in flight per model.")] = 1,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Hard spending cap in USD.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", min=0, help="Hard spending cap in USD.")
+    ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length limit.")] = 64,
     nominal_prices: Annotated[
         bool, typer.Option("--nominal-prices", help="Give local models a made-up price per parameter.")
@@ -70,16 +72,19 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
     """Evaluate models on a prompt set; rerunning the same command resumes where it stopped."""
-    from routerforge.errors import SpendingCapError
+    from routerforge.errors import SpendingCapError, UpstreamError, ValidationError
     from routerforge.evalrun.models import resolve_backend, resolve_candidates
     from routerforge.evalrun.progress import cost_progress
     from routerforge.evalrun.runner import run_eval
     from routerforge.judges.templates import build_judge
 
+    if not name.strip():
+        raise ValidationError("The eval set needs a non-empty name.", hint="Pass --name NAME.")
     settings = state(ctx).settings
     store = _store(settings)
     names = _split_names(models)
     try:
+        items = list(store.iter_prompts(prompts))  # an unknown prompt set fails before any model loads
         candidates = resolve_candidates(
             names,
             store=store,
@@ -95,7 +100,6 @@ def run(
             return backend
 
         judge_obj = build_judge(judge, backend_factory=judge_backend, judge_model=judge_model)
-        items = list(store.iter_prompts(prompts))
         done = store.existing_cells(name) if store.has_dataset(name) else set()
         todo = sum(1 for p in items for c in candidates if (p.key, c.id) not in done)
         try:
@@ -123,6 +127,11 @@ def run(
     finally:
         store.close()
     _print_report(report.to_dict(), as_json)
+    if report.failed and not report.done:
+        raise UpstreamError(
+            f"All {report.failed} calls failed; first: {report.errors[0]}",
+            hint="Check the models' base URLs, keys and network, then rerun the same command.",
+        )
 
 
 async def _run_and_close(coro: Any, backends: list[Any]) -> Any:
@@ -151,7 +160,7 @@ def _print_report(doc: dict[str, Any], as_json: bool) -> None:
             model,
             str(int(stats["done"])),
             str(int(stats["failed"])),
-            f"{stats['mean_score']:.3f}",
+            "-" if stats["mean_score"] is None else f"{stats['mean_score']:.3f}",
             f"{stats['cost_usd']:.6f}",
         )
     console.print(table)
@@ -175,6 +184,7 @@ def prompts_import(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Import prompts (with optional reference answers and choices) as a prompt set."""
+    from routerforge.errors import DataError
     from routerforge.evalrun.prompts import read_prompt_file
 
     store = _store(state(ctx).settings)
@@ -184,6 +194,8 @@ def prompts_import(
         )
     finally:
         store.close()
+    if count == 0:
+        raise DataError(f"{path} holds no prompts; nothing was written.", hint="Check the file and --format.")
     _done(as_json, {"name": name, "prompts": count}, f"Imported {count} prompts into {name!r}.")
 
 

@@ -76,20 +76,45 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:  # usage errors (a missing option, a value of the wrong type)
+        usage = _usage_error(exc)
+        if usage is None:
+            raise
+        if usage[0]:  # empty: the help text was printed for a bare command group
+            _print_error(usage[0])
+        return usage[1]
     return 0
+
+
+def _usage_error(exc: Exception) -> tuple[str, int] | None:
+    """(one-line message, exit code) for a click/typer usage error; ``None`` for anything else.
+
+    typer >= 0.20 vendors click as ``typer._click``, whose exceptions derive from
+    ``typer.exceptions.TyperException`` and not from ``click.ClickException``: catch both.
+    """
+    import click
+    from typer.exceptions import TyperException
+
+    if not isinstance(exc, click.ClickException | TyperException):
+        return None
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if not message:
+        return "", int(getattr(exc, "exit_code", 2))
+    message += "."
+    command = getattr(getattr(exc, "ctx", None), "command_path", None)
+    if command:
+        message += f" Run `{command} --help` for usage."
+    return message, int(getattr(exc, "exit_code", 2))
 
 
 def _print_error(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    one_line = " ".join(message.split())  # a message quoting a parser's multi-line error stays one line
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(one_line)}", markup=True
+    )
 
 
 if __name__ == "__main__":

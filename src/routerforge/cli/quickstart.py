@@ -69,6 +69,8 @@ def run_quickstart(
     from routerforge.data.store import Store
     from routerforge.errors import ConfigError
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder.", hint="Pass --out with a folder name.")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     local = installed_local_models()

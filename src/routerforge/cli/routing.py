@@ -119,7 +119,7 @@ def train(
     import numpy as np
 
     from routerforge.data.records import text_hash
-    from routerforge.policy.pricing import mean_costs
+    from routerforge.policy.pricing import CostModel, mean_costs
     from routerforge.routers.registry import router_class
 
     settings = state(ctx).settings
@@ -153,8 +153,10 @@ def train(
         "router": router,
         "params": params,
     }
+    train_costs = matrix.costs[rows]
+    if np.isfinite(train_costs).any():  # per-prompt price estimates for routing decisions
+        CostModel().fit(trained.batch([matrix.prompts[i] for i in rows]).dense, train_costs).save(out)
     _write_json(out / ROUTING_JSON, info)
-    del trained
     if as_json:
         print_json({"out": str(out), **info})
     else:
@@ -182,17 +184,24 @@ def route(
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Route one prompt: the chosen model, the predicted score of every model, the knob and why."""
+    from routerforge.policy.decision import decide
+    from routerforge.policy.pricing import CostModel, estimated_prices
     from routerforge.routers.pipeline import TrainedRouter
 
     if sum(x is not None for x in (threshold, lam, tolerance)) > 1:
         raise ValidationError("Give at most one of --threshold, --lambda and --tolerance.")
     settings = state(ctx).settings
     trained = TrainedRouter.load(router_dir, settings)
-    predicted = trained.predict([prompt])
-    explanation = trained.explain(prompt)
+    models = list(trained.models)
+    batch = trained.batch([prompt])
+    predicted = trained.router.predict_scores(batch)
+    explanation = trained.router.explain(batch)
+    info = _read_json(router_dir / ROUTING_JSON)
+    prices = estimated_prices(
+        [prompt], models, batch.dense, CostModel.load(router_dir), fallback_mean_usd=info.get("mean_cost_usd")
+    )
     decision = decide(
-        router_dir,
-        list(trained.models),
+        models,
         prompt,
         predicted,
         threshold=threshold,
@@ -200,6 +209,8 @@ def route(
         tolerance=tolerance,
         strong=strong,
         weak=weak,
+        calibration=_read_json(router_dir / CALIBRATION_JSON),
+        prices={m: float(v) for m, v in zip(models, prices[0], strict=True)},
     )
     decision.details["explanation"] = {
         "router": explanation.router,
@@ -222,85 +233,6 @@ def route(
     knob = ", ".join(f"{k}={v:g}" for k, v in decision.knob.items())
     console.print(f"[bold]{decision.model}[/] ({decision.policy}, {knob}): {decision.reason}")
     console.print(f"[dim]{explanation.reason}[/]")
-
-
-def decide(
-    router_dir: Path,
-    models: list[str],
-    prompt: str,
-    predicted: Any,
-    *,
-    threshold: float | None = None,
-    lam: float | None = None,
-    tolerance: float | None = None,
-    strong: str | None = None,
-    weak: str | None = None,
-) -> Any:
-    """The routing decision for one prompt from its predicted scores (knob defaults from calibration.json)."""
-    import numpy as np
-
-    from routerforge.policy.binary import BinaryPolicy, strong_probability
-    from routerforge.policy.choice import choose_tolerance, choose_wtp
-    from routerforge.policy.decision import RoutingDecision
-    from routerforge.policy.pricing import query_prices
-
-    pred = np.atleast_2d(np.asarray(predicted, dtype=np.float64))
-    scores = {m: float(v) for m, v in zip(models, pred[0], strict=True)}
-    calib = _read_json(router_dir / CALIBRATION_JSON)
-    info = _read_json(router_dir / ROUTING_JSON)
-    pair = _pair(models, strong, weak, calib)
-    if lam is None and tolerance is None and pair is not None:
-        if threshold is None:
-            threshold = (
-                float(calib.get("knob", {}).get("threshold", 0.5)) if calib.get("policy") == "binary" else 0.5
-            )
-        s, w = pair
-        p = float(strong_probability(pred, models.index(s), models.index(w))[0])
-        chosen = BinaryPolicy(s, w, threshold).choose(models, pred)[0]
-        reason = f"P(strong needed) = {p:.3f} {'≥' if chosen == s else '<'} threshold {threshold:g}"
-        return RoutingDecision(
-            chosen,
-            "binary",
-            {"threshold": threshold},
-            scores,
-            reason,
-            details={"p_strong": p, "strong": s, "weak": w},
-        )
-    prices = query_prices([prompt], models, None, fallback_mean_usd=info.get("mean_cost_usd") or {})
-    if not np.isfinite(prices).all():
-        raise ValidationError(
-            "This router has no prices for its models, so only a binary policy is possible.",
-            hint="Give --strong and --weak (and --threshold), or train on data with costs.",
-        )
-    price_map = {m: float(v) for m, v in zip(models, prices[0], strict=True)}
-    if tolerance is not None:
-        j = int(choose_tolerance(pred, prices, tolerance)[0])
-        reason = f"cheapest model predicted within {tolerance:g} of the best ({max(scores.values()):.3f})"
-        return RoutingDecision(models[j], "tolerance", {"tolerance": tolerance}, scores, reason, price_map)
-    if lam is None:
-        lam = float(calib.get("knob", {}).get("lambda", 0.0)) if calib.get("policy") == "wtp" else 0.0
-    j = int(choose_wtp(pred, prices, lam)[0])
-    reason = f"maximises predicted score − {lam:g}·price (score {scores[models[j]]:.3f}, ${price_map[models[j]]:.6f})"
-    return RoutingDecision(models[j], "wtp", {"lambda": lam}, scores, reason, price_map)
-
-
-def _pair(
-    models: list[str], strong: str | None, weak: str | None, calib: dict[str, Any]
-) -> tuple[str, str] | None:
-    from routerforge.errors import UnknownModelError
-
-    if strong is None and weak is None and calib.get("policy") == "binary":
-        strong, weak = calib.get("strong"), calib.get("weak")
-    if (strong is None) != (weak is None):
-        raise ValidationError("Give both --strong and --weak, or neither.")
-    if strong is not None and weak is not None:
-        for m in (strong, weak):
-            if m not in models:
-                raise UnknownModelError(m, models, hint="The router was trained on these models.")
-        return strong, weak
-    if len(models) == 2:
-        return models[0], models[1]
-    return None
 
 
 # --------------------------------------------------------------------------------------------- bench
@@ -389,64 +321,17 @@ def bench(
         console.print(f"report: {write_report(doc, report)}")
 
 
-def build_setup(
-    settings: Settings,
-    data: str,
-    *,
-    folds: int | None = None,
-    split: str | None = None,
-    test: str | None = None,
-    group_by: str | None = None,
-    strong: str | None = None,
-    weak: str | None = None,
-    drop_prompts: Path | None = None,
-    seed: int = 0,
-) -> Any:
-    """Load the data and make the folds a ``bench`` invocation describes (shared with the benchmark scripts)."""
-    from routerforge.evaluate.harness import BenchSetup
-    from routerforge.evaluate.splits import (
-        category_folds,
-        dataset_split,
-        prompt_folds,
-        read_prompt_list,
-        transfer_split,
-    )
-    from routerforge.evaluate.splits import (
-        drop_prompts as drop,
-    )
+def build_setup(settings: Settings, data: str, *, drop_prompts: Path | None = None, **kwargs: Any) -> Any:
+    """The benchmark setup a ``bench`` invocation describes (shared with the benchmark scripts)."""
+    from routerforge.evaluate.setup import build_setup as make_setup
 
-    if sum(x is not None for x in (folds, split, test)) > 1:
-        raise ValidationError("Give only one of --folds, --split and --test.")
-    if group_by not in (None, "category", "prompt"):
-        raise ValidationError(f"--group-by must be 'category' or 'prompt', not {group_by!r}.")
-    matrix = _load_matrix(settings, data)
-    extra: dict[str, Any] = {}
-    if drop_prompts is not None:
-        listed = read_prompt_list(drop_prompts)
-        matrix, matched, removed = drop(matrix, listed)
-        extra["dropped_prompts"] = {
-            "file": str(drop_prompts),
-            "listed": len(listed),
-            "matched": matched,
-            "rows_removed": removed,
-        }
-        _console().print(
-            f"--drop-prompts: {matched} of {len(listed)} listed prompts matched ({removed} rows removed)"
-        )
-    test_matrix = None
-    if test is not None:
-        test_matrix = _load_matrix(settings, test)
-        fold, _ = transfer_split(matrix, test_matrix)
-        fold_list, name = [fold], f"transfer {data} -> {test}"
-    elif split is not None:
-        fold_list, name = dataset_split(matrix, test=split), f"own split (test = {split!r})"
-    elif group_by == "category":
-        k = folds or 5
-        fold_list, name = category_folds(matrix, k, seed=seed), f"{k} folds, whole categories held out"
-    else:
-        k = folds or 5
-        fold_list, name = prompt_folds(matrix, k, seed=seed), f"{k} folds grouped by prompt text"
-    return BenchSetup(matrix, fold_list, test_matrix, strong, weak, name, extra)
+    return make_setup(
+        lambda name: _load_matrix(settings, name),
+        data,
+        drop_prompts_file=drop_prompts,
+        say=lambda msg: _console().print(msg),
+        **kwargs,
+    )
 
 
 def latency_factory(embedder: Any, encoder: Any) -> Any:
@@ -503,7 +388,10 @@ def calibrate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Pick the policy knob that hits a target on held-out prompts, and report expected cost and quality."""
-    from routerforge.evaluate.calibration import parse_target
+    import numpy as np
+
+    from routerforge.evaluate.calibration import calibrate_router, parse_target
+    from routerforge.policy.pricing import CostModel, estimated_prices
     from routerforge.routers.pipeline import TrainedRouter
 
     settings = state(ctx).settings
@@ -511,7 +399,29 @@ def calibrate(
     trained = TrainedRouter.load(router_dir, settings)
     models = list(trained.models)
     matrix = _load_matrix(settings, data)
-    result = calibrate_on(router_dir, trained, matrix, models, goal, strong=strong, weak=weak)
+    hashes_path = router_dir / TRAINING_HASHES
+    if not hashes_path.is_file():
+        raise ArtifactError(
+            f"{router_dir} does not record its training prompts ({TRAINING_HASHES}), so held-out prompts "
+            "cannot be told apart.",
+            hint="Train it with `routerforge train`.",
+        )
+    seen = {str(h) for h in np.load(hashes_path, allow_pickle=False).tolist()}
+    mean_cost = _read_json(router_dir / ROUTING_JSON).get("mean_cost_usd")
+    cost_model = CostModel.load(router_dir)
+    result = calibrate_router(
+        trained.predict,
+        matrix,
+        models,
+        seen,
+        goal,
+        strong=strong,
+        weak=weak,
+        mean_cost_usd=mean_cost,
+        price_fn=lambda texts: estimated_prices(
+            texts, models, trained.batch(texts).dense, cost_model, fallback_mean_usd=mean_cost
+        ),
+    )
     result.details["data"] = data
     if save:
         _write_json(router_dir / CALIBRATION_JSON, result.to_dict() | result.details)
@@ -524,82 +434,6 @@ def calibrate(
     _console().print(f"{knob} → expected {exp} on {result.n_heldout} held-out prompts{status}")
 
 
-def calibrate_on(
-    router_dir: Path,
-    trained: Any,
-    matrix: ScoreMatrix,
-    models: list[str],
-    goal: Any,
-    *,
-    strong: str | None = None,
-    weak: str | None = None,
-) -> Any:
-    """Calibrate ``trained`` on the prompts of ``matrix`` it was not trained on."""
-    import numpy as np
-
-    from routerforge.data.records import text_hash
-    from routerforge.evaluate.calibration import calibrate_binary, calibrate_wtp
-    from routerforge.policy.binary import strong_probability
-    from routerforge.policy.pricing import query_prices
-
-    hashes_path = router_dir / TRAINING_HASHES
-    if not hashes_path.is_file():
-        raise ArtifactError(
-            f"{router_dir} does not record its training prompts ({TRAINING_HASHES}), so held-out prompts "
-            "cannot be told apart.",
-            hint="Train it with `routerforge train`.",
-        )
-    seen = set(np.load(hashes_path, allow_pickle=False).tolist())
-    sub = matrix.select_models(models)
-    rows = np.array(
-        [
-            i
-            for i, p in enumerate(sub.prompts)
-            if text_hash(p) not in seen and not np.isnan(sub.scores[i]).any()
-        ],
-        dtype=np.int64,
-    )
-    if rows.size == 0:
-        raise ValidationError(
-            f"Dataset {matrix.name!r} has no prompts with scores that the router was not trained on."
-        )
-    held = sub.take(rows)
-    pred = np.asarray(trained.predict(held.prompts), dtype=np.float64)
-    pair = _pair(models, strong, weak, {})
-    if (pair is not None and goal.kind != "cost-per-1k") or goal.kind in ("strong-share", "pgr"):
-        if pair is None:
-            raise ValidationError("This target needs a strong/weak pair.", hint="Give --strong and --weak.")
-        si, wi = models.index(pair[0]), models.index(pair[1])
-        result = calibrate_binary(
-            strong_probability(pred, si, wi),
-            held.scores[:, si],
-            held.scores[:, wi],
-            goal,
-            cost_strong=held.costs[:, si],
-            cost_weak=held.costs[:, wi],
-        )
-        result.details.update({"strong": pair[0], "weak": pair[1]})
-        return result
-    info = _read_json(router_dir / ROUTING_JSON)
-    decision = query_prices(held.prompts, models, None, fallback_mean_usd=info.get("mean_cost_usd") or {})
-    true_cost = np.where(np.isfinite(held.costs), held.costs, decision)
-    if not np.isfinite(decision).all():
-        raise ValidationError("No prices known for these models; only strong-share/pgr targets are possible.")
-    if pair is not None:  # binary pair with a cost target: use the threshold policy
-        si, wi = models.index(pair[0]), models.index(pair[1])
-        result = calibrate_binary(
-            strong_probability(pred, si, wi),
-            held.scores[:, si],
-            held.scores[:, wi],
-            goal,
-            cost_strong=true_cost[:, si],
-            cost_weak=true_cost[:, wi],
-        )
-        result.details.update({"strong": pair[0], "weak": pair[1]})
-        return result
-    return calibrate_wtp(pred, decision, held.scores, true_cost, goal)
-
-
 # ------------------------------------------------------------------------------------ export / import
 @router_app.command("export")
 def export_router(
@@ -610,6 +444,8 @@ def export_router(
     from routerforge.routers.artifact import read_router_json
 
     read_router_json(router_dir)  # refuse to export something that is not a router
+    from routerforge.cli.routing_archive import write_archive
+
     write_archive(router_dir, archive)
     _console().print(f"exported {router_dir} → {archive}")
 
@@ -620,55 +456,7 @@ def import_router(
     router_dir: Annotated[Path, typer.Argument(help="Directory to create (must not exist or be empty).")],
 ) -> None:
     """Unpack and validate a router archive into a new directory (atomically)."""
+    from routerforge.cli.routing_archive import extract_archive
+
     extract_archive(archive, router_dir)
     _console().print(f"imported {archive} → {router_dir}")
-
-
-def write_archive(router_dir: Path, archive: Path) -> None:
-    """Write every regular file under ``router_dir`` into a gzip tar (paths relative, no links)."""
-    import tarfile
-
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path in sorted(router_dir.rglob("*")):
-            if path.is_symlink() or not (path.is_file() or path.is_dir()):
-                continue
-            tar.add(path, arcname=path.relative_to(router_dir).as_posix(), recursive=False)
-    tmp.replace(archive)
-
-
-def extract_archive(archive: Path, router_dir: Path) -> None:
-    """Extract safely (regular files and dirs only, no absolute paths or '..'), validate, then rename."""
-    import shutil
-    import tarfile
-    import tempfile
-
-    from routerforge.routers.registry import load_router
-
-    if not archive.is_file():
-        raise ArtifactError(f"Archive {archive} does not exist.")
-    if router_dir.exists() and any(router_dir.iterdir()):
-        raise ArtifactError(f"{router_dir} already exists and is not empty.", hint="Choose a new directory.")
-    router_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=router_dir.parent))
-    try:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    name = Path(member.name)
-                    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-                        raise ArtifactError(
-                            f"Archive {archive} has an unsafe entry {member.name!r}; refusing it."
-                        )
-                tar.extractall(staging, members=members, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ArtifactError(f"{archive} is not a readable router archive: {exc}") from exc
-        load_router(staging)  # validates router.json, the version and the arrays
-        if router_dir.exists():
-            router_dir.rmdir()
-        staging.replace(router_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -105,8 +105,13 @@ def export_dataset(store: Store, dataset: str, out: str | Path, fmt: str = "wide
     target = Path(out)
     if target.is_dir():
         raise DataError(f"{target} is a directory; give a file name such as {target / (dataset + '.jsonl')}.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DataError(
+            f"Cannot write {target}: {exc.strerror or exc}.", hint="Give a file path in a writable folder."
+        ) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             count = writer(store, dataset, fh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,14 @@ def make_engine(url: str) -> Engine:
         database = parsed.database or ""
         memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not memory:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot create the folder {folder} of the SQLite store: {exc.strerror or exc}.",
+                    hint="Check --home / ROUTERFORGE_HOME and --store (data.store_url).",
+                ) from exc
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
         if memory:
             kwargs["poolclass"] = StaticPool
@@ -76,7 +84,9 @@ def upgrade_schema(engine: Engine) -> None:
     from alembic.config import Config
 
     migrations = Path(str(files("routerforge") / "migrations"))
-    config = Config(str(migrations / "alembic.ini"))
+    # An explicit stdout: alembic's default is the sys.stdout of when alembic.config was first imported
+    # (possibly a stream closed since, e.g. a test's capture).
+    config = Config(str(migrations / "alembic.ini"), stdout=io.StringIO())
     config.set_main_option("script_location", str(migrations))
     config.set_main_option("version_locations", str(migrations / "versions"))
     try:

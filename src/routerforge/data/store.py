@@ -8,6 +8,7 @@ Prompts are upserted by (dataset, key); fields an import leaves empty keep their
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -206,7 +207,8 @@ class Store:
         """Resolve duplicates by ``rule`` and write everything in one transaction (all or nothing).
 
         The records are consumed before anything is written, so an exception raised by the iterator
-        (a strict importer meeting a bad row) leaves the store untouched.
+        (a strict importer meeting a bad row) leaves the store untouched. No records: nothing is written
+        (not even an empty dataset); the report says ``outcomes == 0``.
         """
         if rule not in RULES:
             raise ValidationError(
@@ -241,6 +243,8 @@ class Store:
         report.prompts = len(prompts)
         report.records = len(resolved)
         report.models = sorted({r.model for r in resolved})
+        if not resolved:
+            return report
         with self.engine.begin() as conn:
             dataset_id = self._ensure_dataset(conn, dataset, source, description)
             before = self._count_prompts(conn, dataset_id)
@@ -260,12 +264,17 @@ class Store:
     def add_prompts(
         self, dataset: str, items: Iterable[PromptItem], *, description: str | None = None
     ) -> int:
-        """Upsert prompts (without eval records) by key; creates the dataset. Returns how many were given."""
+        """Upsert prompts (without eval records) by key; creates the dataset. Returns how many were given.
+
+        The items are consumed before anything is written; no items: nothing is written.
+        """
         unique: dict[str, PromptItem] = {}
         for item in items:
             if not item.key or not item.text:
                 raise DataError(f"A prompt needs a key and a text (got key {item.key!r}).")
             unique[item.key] = item
+        if not unique:
+            return 0
         with self.engine.begin() as conn:
             dataset_id = self._ensure_dataset(conn, dataset, description=description)
             self._upsert_prompts(conn, dataset_id, unique.values())
@@ -529,8 +538,7 @@ class Store:
 
     # -- candidate models ----------------------------------------------------------------------------
     def upsert_model(self, model: CandidateModel) -> None:
-        if not model.id:
-            raise ValidationError("A candidate model needs an id.")
+        _check_model(model)
         row = {
             "id": model.id,
             "provider": model.provider,
@@ -562,6 +570,34 @@ class Store:
         self.get_model(model_id)
         with self.engine.begin() as conn:
             conn.execute(delete(_M).where(_M.c.id == model_id))
+
+
+def _check_model(model: CandidateModel) -> None:
+    """Reject what a user can get wrong when adding a model: a blank id, a bad price, URL or window."""
+    if not model.id or model.id != model.id.strip():
+        raise ValidationError(
+            f"A candidate model needs an id without leading or trailing spaces (got {model.id!r}).",
+            hint="Example: `routerforge models add gpt-4o-mini`.",
+        )
+    for name, price in (
+        ("input", model.input_cost_usd_per_mtok),
+        ("output", model.output_cost_usd_per_mtok),
+    ):
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ValidationError(
+                f"The {name} price of {model.id!r} must be a finite number >= 0 USD per million tokens "
+                f"(got {price}).",
+                hint=f"Pass --{name}-price with a value such as 0.15.",
+            )
+    if model.context_window is not None and model.context_window < 1:
+        raise ValidationError(
+            f"The context window of {model.id!r} must be at least 1 token (got {model.context_window})."
+        )
+    if model.base_url is not None and not model.base_url.startswith(("http://", "https://")):
+        raise ValidationError(
+            f"The base URL of {model.id!r} must start with http:// or https:// (got {model.base_url!r}).",
+            hint="Example: --base-url http://127.0.0.1:8000/v1.",
+        )
 
 
 def _candidate(row: Any) -> CandidateModel:

@@ -8,12 +8,12 @@ goes to the prompt's metadata. Prompts without a key get the hash of their text.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from routerforge.data.importers.base import ReadContext, ReadReport, iter_csv, iter_jsonl
 from routerforge.data.records import PromptItem, text_hash
 from routerforge.errors import DataError
 
@@ -72,26 +72,25 @@ def _item(row: dict[str, Any], path: str, line: int) -> PromptItem:
 
 
 def read_prompt_file(path: str | Path, *, fmt: str = "auto") -> Iterator[PromptItem]:
-    """Yield the prompts of a ``.jsonl`` or ``.csv`` file (``fmt``: auto, jsonl, csv)."""
+    """Yield the prompts of a ``.jsonl`` or ``.csv`` file (``fmt``: auto, jsonl, csv).
+
+    Strict: the first bad line (invalid JSON, a truncated CSV row, text that is not UTF-8) raises
+    :class:`DataError` naming the file and line, so a caller that consumes everything before writing
+    writes nothing.
+    """
     file = Path(path)
+    if fmt not in ("auto", "jsonl", "csv"):
+        raise DataError(f"Unknown prompt file format {fmt!r}.", hint="Use auto, jsonl or csv.")
+    if file.is_dir():
+        raise DataError(f"{file} is a folder.", hint="Give one .jsonl or .csv file of prompts.")
     if not file.is_file():
-        raise DataError(f"{file} does not exist.")
+        raise DataError(f"{file} does not exist.", hint="Check the path of the prompt file.")
     kind = fmt if fmt != "auto" else ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     where = str(file)
-    with file.open(encoding="utf-8", newline="") as handle:
-        if kind == "csv":
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                yield _item(dict(row), where, line)
-            return
-        if kind != "jsonl":
-            raise DataError(f"Unknown prompt file format {fmt!r}.", hint="Use auto, jsonl or csv.")
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg})", path=where, line=line) from None
-            if not isinstance(row, dict):
-                raise DataError("each line must be a JSON object", path=where, line=line)
-            yield _item(row, where, line)
+    ctx = ReadContext(report=ReadReport(format=f"prompts-{kind}"), strict=True)
+    if kind == "csv":
+        for line, _, row in iter_csv(file, ctx):
+            yield _item(dict(row), where, line)
+        return
+    for line, obj in iter_jsonl(file, ctx):
+        yield _item(obj, where, line)

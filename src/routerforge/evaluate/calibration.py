@@ -16,11 +16,13 @@ router so the gateway can use the calibrated knob.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from routerforge.data.matrix import ScoreMatrix
 from routerforge.errors import ValidationError
 from routerforge.evaluate import metrics as M
 from routerforge.policy.choice import choose_wtp, lambda_grid
@@ -185,3 +187,72 @@ def calibrate_wtp(
         reached=reached,
         n_heldout=len(scores),
     )
+
+
+def calibrate_router(
+    predict: Callable[[list[str]], np.ndarray],
+    matrix: ScoreMatrix,
+    models: Sequence[str],
+    training_hashes: set[str],
+    target: Target,
+    *,
+    strong: str | None = None,
+    weak: str | None = None,
+    mean_cost_usd: Mapping[str, float] | None = None,
+    price_fn: Callable[[list[str]], np.ndarray] | None = None,
+) -> Calibration:
+    """Calibrate a trained router on the prompts of ``matrix`` it was not trained on.
+
+    ``predict`` maps texts to predicted scores (``TrainedRouter.predict``); ``training_hashes`` are the
+    ``text_hash`` of every training prompt. Held-out prompts need a score for every model. Binary targets
+    (strong-share, pgr) need a strong/weak pair; a cost or quality target uses the threshold policy when a
+    pair is known and willingness to pay otherwise. Expected costs use the records' costs, else the
+    decision prices: ``price_fn(texts)`` (e.g. a cost model's estimates) or the mean cost per model.
+    """
+    from routerforge.data.records import text_hash
+    from routerforge.policy.binary import strong_probability
+    from routerforge.policy.decision import resolve_binary_pair
+    from routerforge.policy.pricing import query_prices
+
+    names = list(models)
+    sub = matrix.select_models(names)
+    rows = np.array(
+        [
+            i
+            for i, p in enumerate(sub.prompts)
+            if text_hash(p) not in training_hashes and not np.isnan(sub.scores[i]).any()
+        ],
+        dtype=np.int64,
+    )
+    if rows.size == 0:
+        raise ValidationError(
+            f"Dataset {matrix.name!r} has no prompts with scores that the router was not trained on.",
+            hint="Calibrate on another dataset, or train on a split that leaves prompts out.",
+        )
+    held = sub.take(rows)
+    pred = np.asarray(predict(held.prompts), dtype=np.float64)
+    pair = resolve_binary_pair(names, strong, weak)
+    decision = query_prices(held.prompts, names, None, fallback_mean_usd=dict(mean_cost_usd or {}))
+    if price_fn is not None:
+        estimate = np.asarray(price_fn(held.prompts), dtype=np.float64)
+        decision = np.where(np.isfinite(estimate), estimate, decision)
+    costs = np.where(np.isfinite(held.costs), held.costs, decision)
+    if target.kind in ("strong-share", "pgr") or pair is not None:
+        if pair is None:
+            raise ValidationError("This target needs a strong/weak pair.", hint="Give --strong and --weak.")
+        si, wi = names.index(pair[0]), names.index(pair[1])
+        result = calibrate_binary(
+            strong_probability(pred, si, wi),
+            held.scores[:, si],
+            held.scores[:, wi],
+            target,
+            cost_strong=costs[:, si],
+            cost_weak=costs[:, wi],
+        )
+        result.details.update({"strong": pair[0], "weak": pair[1]})
+        return result
+    if not np.isfinite(decision).all():
+        raise ValidationError(
+            "No prices are known for these models; only strong-share/pgr targets are possible."
+        )
+    return calibrate_wtp(pred, decision, held.scores, costs, target)

@@ -26,7 +26,7 @@ from routerforge.evaluate.splits import Fold, check_no_leakage
 from routerforge.evaluate.timing import measure_latency, sample_texts
 from routerforge.policy.binary import strong_probability
 from routerforge.policy.choice import choose_wtp, lambda_grid
-from routerforge.policy.pricing import mean_costs, query_prices
+from routerforge.policy.pricing import CostModel, estimated_prices, mean_costs
 from routerforge.routers.base import PromptBatch, Router
 
 
@@ -245,7 +245,9 @@ def run_bench(
     if pair is not None:
         doc.update(_binary_results(pair, folds, test_m, results, seed))
     else:
-        doc.update(_nmodel_results(folds, train_m, test_m, results, seed))
+        doc.update(
+            _nmodel_results(folds, train_m, test_m, results, seed, train_batch.dense, test_batch.dense)
+        )
     return doc
 
 
@@ -338,19 +340,22 @@ def _nmodel_results(
     test_m: ScoreMatrix,
     results: dict[str, _Predictions],
     seed: int,
+    train_dense: np.ndarray,
+    test_dense: np.ndarray,
 ) -> dict[str, Any]:
     models = list(test_m.models)
     scores = np.concatenate([test_m.scores[f.test] for f in folds])
     true_cost = np.concatenate([test_m.costs[f.test] for f in folds])
     # Decision prices: known before the call, so never the recorded cost of the held-out query itself —
-    # each model's mean recorded cost per query on the fold's training prompts (list price × tokens when
-    # no training costs exist).
+    # a CostModel (ridge on log cost over the prompt embedding) fitted on the fold's training prompts;
+    # the training mean cost per model (or list price × tokens) where it has nothing.
     decision = np.concatenate(
         [
-            query_prices(
+            estimated_prices(
                 [test_m.prompts[i] for i in f.test],
                 models,
-                None,
+                test_dense[f.test],
+                CostModel().fit(train_dense[f.train], train_m.costs[f.train]),
                 fallback_mean_usd=mean_costs(models, train_m.costs[f.train]),
             )
             for f in folds

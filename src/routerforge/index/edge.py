@@ -29,7 +29,9 @@ class EdgeIndex:
     :meth:`optimize` differs from build to build). ``hnsw_ef`` widens the HNSW search.
     """
 
-    def __init__(self, path: str | Path, dim: int, *, hnsw_ef: int | None = None, exact: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, dim: int, *, hnsw_ef: int | None = None, exact: bool = False
+    ) -> None:
         import qdrant_edge as qe
 
         self.path = Path(path)

@@ -102,7 +102,10 @@ def build_judge(
         )
     if judge_model:
         template["judge_model"] = judge_model
-    return _from_template(template, backend_factory)
+    try:
+        return _from_template(template, backend_factory)
+    except (TypeError, ValueError) as exc:  # a number or a list of the wrong kind in the template
+        raise ConfigError(f"Judge {template.get('name')!r}: {exc}.", hint="Check the judge template.") from exc
 
 
 def _llm_backend(

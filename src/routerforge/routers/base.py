@@ -172,6 +172,10 @@ class Router(ABC):
         """Read a router saved by :meth:`save`; checks the format version and the router type."""
         from routerforge.routers.artifact import read_router
 
+        if not cls.name:  # Router.load(dir): let the registry pick the class from router.json
+            from routerforge.routers.registry import load_router
+
+            return load_router(directory)  # type: ignore[return-value]
         return read_router(cls, Path(directory))
 
     # -- subclass hooks ---------------------------------------------------------------------------

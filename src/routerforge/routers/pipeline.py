@@ -223,7 +223,12 @@ def train_router(
         raise ValidationError(f"No training prompts selected from dataset {matrix.name!r}.")
     stripper = BoilerplateStripper().fit(train.prompts) if strip_boilerplate else None
     sparse = router.uses_sparse()
-    bm25 = Bm25Encoder().fit(train.prompts) if sparse else None
+    if sparse:  # BM25's average document length is measured on the texts it will encode
+        bm25 = Bm25Encoder().fit(
+            stripper.apply_many(train.prompts) if stripper is not None else train.prompts
+        )
+    else:
+        bm25 = None
     dense, vectors = encode(
         train.prompts, embedder, sparse=sparse, progress=progress, stripper=stripper, bm25=bm25
     )

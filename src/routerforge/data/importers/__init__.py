@@ -68,11 +68,13 @@ def detect_format(path: str | Path) -> str:
             )
         sample = target
     suffix = sample.suffix.lower()
+    if sample.stat().st_size == 0:
+        raise DataError(f"{sample} is empty.", hint="Check the path given to `routerforge data import`.")
     if suffix == ".csv":
         columns = set(csv_header(sample))
         if {"sample_id", "prompt"} <= columns and ("eval_name" in columns or any("|" in c for c in columns)):
             return "routerbench-csv"
-        if {"prompt", "model"} <= columns and columns <= long.FIELDS:
+        if {"prompt", "model"} <= columns:  # a long CSV (an unknown column is then named as such)
             return "long-csv"
         if "prompt" in columns and len(columns) > 1:
             return "routellm-csv"
@@ -87,12 +89,27 @@ def detect_format(path: str | Path) -> str:
     elif suffix == ".json":
         raise DataError(
             f"{sample} is a JSON file; eval records come as JSONL or CSV.",
-            hint="A Pulze evaluation template is read with load_pulze_template(); pass its results/ folder to import.",
+            hint="A Pulze evaluation template is a judge (`routerforge eval run --judge FILE`); "
+            "import its results/ folder instead.",
         )
     raise DataError(
         f"Cannot tell the format of {sample}.",
         hint=f"Pass --format, one of: {', '.join(FORMATS)}.",
     )
+
+
+_SUFFIX_KIND = {".csv": "CSV", ".jsonl": "JSONL", ".ndjson": "JSONL", ".json": "JSONL"}
+
+
+def _check_suffix(target: Path, fmt: str) -> None:
+    """A file whose extension says CSV given a JSONL format (or the reverse) is a mistake worth naming."""
+    kind = "CSV" if fmt.endswith("-csv") else "JSONL"
+    found = _SUFFIX_KIND.get(target.suffix.lower()) if target.is_file() else None
+    if found is not None and found != kind:
+        raise DataError(
+            f"{target} is a {target.suffix} file but --format {fmt} reads {kind} files.",
+            hint="Pass the matching --format, or --format auto.",
+        )
 
 
 def read_records(
@@ -112,6 +129,7 @@ def read_records(
     name = detect_format(target) if fmt == "auto" else fmt
     if name not in FORMATS:
         raise DataError(f"Unknown format {fmt!r}.", hint=f"Use one of: auto, {', '.join(FORMATS)}.")
+    _check_suffix(target, name)
     declared = parse_scale(scale) if isinstance(scale, str) else scale
     report = ReadReport(format=name, max_issues=max_issues)
     ctx = ReadContext(report=report, strict=strict, scale=declared)

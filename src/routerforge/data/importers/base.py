@@ -71,8 +71,7 @@ class ReadContext:
             raise error
         self.report.skipped += 1
         if len(self.report.issues) < self.report.max_issues:
-            reason = error.message
-            self.report.issues.append(RowIssue(str(error.path or "?"), error.line, error.column, reason))
+            self.report.issues.append(RowIssue(str(error.path or "?"), error.line, error.column, error.reason))
 
 
 def parse_scale(text: str | None) -> Scale | None:
@@ -190,64 +189,88 @@ def find_files(path: Path, suffixes: tuple[str, ...], *, exclude_dirs: tuple[str
     return found
 
 
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a leading BOM dropped, line ends kept), read lazily.
+
+    A line that is not UTF-8 raises :class:`DataError` naming the file and the line.
+    """
+    where = str(path)
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield decode_line(raw, where, number)
+
+
+def decode_line(raw: bytes, where: str, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at character {exc.start + 1}).",
+            path=where,
+            line=number,
+            hint="Save the file as UTF-8.",
+        ) from None
+
+
 def iter_csv(path: Path, ctx: ReadContext) -> Iterator[tuple[int, int, dict[str, str]]]:
     """(first line number, data-row index from 0, row as a dict) for every well-formed row of a CSV file.
 
-    Malformed rows (wrong field count, broken quoting, truncated file) go to ``ctx.reject``.
+    Malformed rows (wrong field count, broken quoting, truncated file) go to ``ctx.reject``; text that is
+    not UTF-8 aborts the file with a :class:`DataError`.
     """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     where = str(path)
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, strict=True)
+    reader = csv.reader(text_lines(path), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("the file is empty (no header row)", path=where, line=1) from None
+    except csv.Error as exc:
+        raise DataError(f"the header row is not valid CSV: {exc}", path=where, line=1) from exc
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(f"duplicate column names {dupes}", path=where, line=1)
+    last_line = reader.line_num
+    index = -1
+    while True:
+        start = last_line + 1
         try:
-            header = next(reader)
+            row = next(reader)
         except StopIteration:
-            raise DataError("the file is empty (no header row)", path=where, line=1) from None
+            return
         except csv.Error as exc:
-            raise DataError(f"the header row is not valid CSV: {exc}", path=where, line=1) from exc
-        if len(set(header)) != len(header):
-            dupes = sorted({h for h in header if header.count(h) > 1})
-            raise DataError(f"duplicate column names {dupes}", path=where, line=1)
-        last_line = reader.line_num
-        index = -1
-        while True:
-            start = last_line + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                last_line = reader.line_num
-                index += 1
-                ctx.report.rows += 1
-                ctx.reject(
-                    DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start)
-                )
-                continue
             last_line = reader.line_num
-            if not row:
-                continue
             index += 1
             ctx.report.rows += 1
-            if len(row) != len(header):
-                ctx.reject(
-                    DataError(
-                        f"row has {len(row)} fields but the header has {len(header)}; is the line truncated?",
-                        path=where,
-                        line=start,
-                    )
+            ctx.reject(DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start))
+            continue
+        last_line = reader.line_num
+        if not row:
+            continue
+        index += 1
+        ctx.report.rows += 1
+        if len(row) != len(header):
+            ctx.reject(
+                DataError(
+                    f"row has {len(row)} fields but the header has {len(header)}; "
+                    + ("is the line truncated?" if len(row) < len(header) else "quote fields that hold commas"),
+                    path=where,
+                    line=start,
                 )
-                continue
-            yield start, index, dict(zip(header, row, strict=True))
+            )
+            continue
+        yield start, index, dict(zip(header, row, strict=True))
 
 
 def csv_header(path: Path) -> list[str]:
+    """The header row of a CSV file ([] when it has none or it is not valid CSV)."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        try:
-            return next(csv.reader(fh))
-        except (StopIteration, csv.Error):
-            return []
+    try:
+        return next(csv.reader(text_lines(path)))
+    except (StopIteration, csv.Error):
+        return []
 
 
 def iter_jsonl(path: Path, ctx: ReadContext) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -255,13 +278,18 @@ def iter_jsonl(path: Path, ctx: ReadContext) -> Iterator[tuple[int, dict[str, An
     import json
 
     where = str(path)
-    with path.open(encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
                 continue
             ctx.report.rows += 1
             try:
-                obj = json.loads(line)
+                obj = json.loads(decode_line(raw, where, number))
+            except DataError as exc:
+                ctx.reject(exc)
+                continue
             except json.JSONDecodeError as exc:
                 ctx.reject(
                     DataError(f"invalid JSON ({exc.msg} at character {exc.pos})", path=where, line=number)
@@ -279,12 +307,11 @@ def first_json_object(path: Path) -> dict[str, Any]:
     """The first non-empty line of a JSONL file as an object ({} if it is not one)."""
     import json
 
-    with path.open(encoding="utf-8-sig") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    return {}
-                return obj if isinstance(obj, dict) else {}
+    for line in text_lines(path):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                return {}
+            return obj if isinstance(obj, dict) else {}
     return {}

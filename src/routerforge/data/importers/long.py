@@ -61,7 +61,7 @@ def read_csv(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
         unknown = [c for c in header if c not in FIELDS]
         if unknown:
             raise DataError(
-                f"unknown column {unknown[0]!r} in a long CSV",
+                f"unknown column {unknown[0]!r} in a long CSV.",
                 path=where,
                 line=1,
                 column=unknown[0],

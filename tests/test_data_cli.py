@@ -51,6 +51,8 @@ def test_import_stats_list_export_delete(
     code, out, _ = run(capsys, "data", "import", str(responses), "--name", "mm", "--json")
     report = json.loads(out)
     assert code == 0 and report["new_prompts"] == 0 and report["read"]["format"] == "routellm-csv"
+    code, out, _ = run(capsys, "data", "stats", "mm", "--json")
+    assert json.loads(out) == stats  # re-importing the same folder changed nothing
 
     code, out, _ = run(capsys, "data", "list", "--json")
     assert [d["name"] for d in json.loads(out)] == ["mm"]
@@ -255,3 +257,24 @@ def test_models_add_rejects_blank_ids_bad_prices_and_urls(
         assert code == 2 and expected in _one_line_error(err)
     code, out, _ = run(capsys, "models", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_import_pulze_strict_score(rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pulze.jsonl"
+    question = "### Question: 2+2? ### Choices: 0) 3 1) 4"
+    rows = [
+        {
+            "question": question,
+            "answering_model": m,
+            "overall_score": 1.0,
+            "gold_answer": "1",
+            "model_answer": a,
+        }
+        for m, a in (("right", "The answer is 1) 4"), ("wrong", "The answer is 0) 3"))
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, _, err = run(capsys, "data", "import", str(path), "--name", "p", "--pulze-score", "lenient")
+    assert code == 2 and "--pulze-score 'lenient'" in _one_line_error(err)
+    assert run(capsys, "data", "import", str(path), "--name", "p", "--pulze-score", "strict")[0] == 0
+    code, out, _ = run(capsys, "data", "stats", "p", "--json")
+    assert {m["id"]: m["mean_score"] for m in json.loads(out)["models"]} == {"right": 1.0, "wrong": 0.0}

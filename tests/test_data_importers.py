@@ -177,6 +177,67 @@ def test_pulze_results(tmp_path: Path) -> None:
     assert r.judge == "pulze-template:t1"
 
 
+MC = "### Question: Which vitamin? ### Choices: 0) Folate 1) Niacin 2) Riboflavin 3) Vitamin B6"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Reasoning...\n\n**The answer is: 1) Niacin**", 1),
+        ("**Answer:** 2) Riboflavin, because ...", 2),
+        ("Folate is wrong. The final answer is $\\boxed{3}$", 3),
+        ("I'd say $\\boxed{\\text{Niacin}}$.", 1),  # the option's text inside \boxed
+        (
+            "Let me list: **0) Folate** is not it ...\n\nThe correct option is 1.",
+            1,
+        ),  # the last statement wins
+        ("Thinking about each one...\n\n3) Vitamin B6", 3),
+        ("1", 1),
+        ("After all this, Niacin provides NADPH.", 1),  # the option named alone on the last line
+        ("Folate or Niacin, hard to say.", None),  # two options named: no commitment
+        ("I don't know.", None),
+    ],
+)
+def test_extract_numbered_option(answer: str, expected: int | None) -> None:
+    from routerforge.data.answers import extract_numbered_option
+    from routerforge.data.importers.pulze import choices_of
+
+    assert extract_numbered_option(answer, choices_of(MC)) == expected
+
+
+def test_extract_numbered_option_with_numeric_options() -> None:
+    from routerforge.data.answers import extract_numbered_option
+
+    options = ["11", "22", "34", "48"]
+    assert extract_numbered_option("*Choice 3) 48:* even.\nThe final answer is $\\boxed{11}$.", options) == 0
+    assert extract_numbered_option("So the answer is 48.", options) == 3  # "48" is a text, not label 4
+    assert extract_numbered_option("So the answer is 2).", options) == 2  # a closed label is a label
+
+
+def test_pulze_strict_score_compares_the_answer_with_the_gold_option(tmp_path: Path) -> None:
+    rows = [
+        pulze_line(MC, "m-right", 0.97, gold_answer="1", model_answer="The answer is **1) Niacin**"),
+        pulze_line(MC, "m-wrong", 0.95, gold_answer="1", model_answer="The answer is **0) Folate**"),
+        pulze_line(MC, "m-vague", 0.9, gold_answer="1", model_answer="It depends."),
+        pulze_line("Capital of France?", "m-free", 0.8, gold_answer="Paris", model_answer="It is Paris."),
+    ]
+    path = jsonl(tmp_path / "results.jsonl", rows)
+    records, _ = read_records(path, "pulze-jsonl")
+    assert [r.score for r in records] == [0.97, 0.95, 0.9, 0.8]  # default: their judge's score
+    records, _ = read_records(path, "pulze-jsonl", pulze_score="strict")
+    got = list(records)
+    assert [r.score for r in got] == [1.0, 0.0, 0.0, 1.0]
+    assert got[1].dimensions is not None and got[1].dimensions["pulze_judge"] == 0.95
+    assert got[0].judge == "pulze-strict-option-match"
+    with pytest.raises(DataError, match="Unknown Pulze score"):
+        read_records(path, "pulze-jsonl", pulze_score="lenient")
+    with pytest.raises(DataError, match="applies to Pulze results, not to wide-jsonl"):
+        read_records(path, "wide-jsonl", pulze_score="strict")
+    no_gold = jsonl(tmp_path / "nogold.jsonl", [pulze_line(MC, "m", 0.9, gold_answer=None)])
+    records, report = read_records(no_gold, "pulze-jsonl", pulze_score="strict")
+    assert list(records) == [] and "needs a 'gold_answer'" in report.issues[0].reason
+
+
 def test_pulze_choices() -> None:
     from routerforge.data.importers.pulze import choices_of
 

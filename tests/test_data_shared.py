@@ -52,3 +52,14 @@ def test_pulze_results_and_template(shared_data: Path, store: Store) -> None:
     [template_file] = (shared_data / "pulze-v1" / "templates").glob("*.json")
     template = load_pulze_template(template_file)
     assert len(template.dimensions) == 7 and template.threshold == 0.6
+
+
+def test_pulze_strict_score_is_stricter_than_their_judge(shared_data: Path, store: Store) -> None:
+    records, report = read_records(shared_data / "pulze-v1", "pulze-jsonl", strict=True, pulze_score="strict")
+    store.import_records("pulze-strict", records)
+    strict = {m["id"]: m["mean_score"] for m in store.dataset_stats("pulze-strict")["models"]}
+    judge = {m["id"]: m["mean_score"] for m in store.dataset_stats("pulze")["models"]}
+    assert report.skipped == 0 and strict.keys() == judge.keys()
+    assert all(strict[m] < judge[m] for m in judge)
+    correct = round(sum(strict.values()) * 285)
+    assert 1_600 <= correct <= 1_800  # of 1,995 answers (their judge: 1,985 correct)

@@ -320,3 +320,24 @@ def test_bad_store_urls_are_config_errors() -> None:
         Store("not a url")
     with pytest.raises(ConfigError, match="Cannot use the store URL"):
         Store("nosuchdb://x/y")
+
+
+def test_empty_imports_write_nothing(store: Store) -> None:
+    """A failed or empty import must not leave an empty dataset behind."""
+    report = store.import_records("empty", [])
+    assert report.outcomes == 0 and report.records == 0
+    assert store.add_prompts("empty-prompts", []) == 0
+    assert [d.name for d in store.list_datasets()] == []
+
+
+def test_upsert_model_rejects_what_a_user_gets_wrong(store: Store) -> None:
+    for bad in (
+        CandidateModel(id=" padded "),
+        CandidateModel(id="m", input_cost_usd_per_mtok=float("nan")),
+        CandidateModel(id="m", output_cost_usd_per_mtok=-1.0),
+        CandidateModel(id="m", context_window=0),
+        CandidateModel(id="m", base_url="127.0.0.1:8000"),
+    ):
+        with pytest.raises(ValidationError):
+            store.upsert_model(bad)
+    assert store.list_models() == []

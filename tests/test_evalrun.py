@@ -305,3 +305,78 @@ async def test_llm_judge_cost_and_tags_are_recorded(store: Store) -> None:
     assert report.cost_usd == pytest.approx(0.02)  # two orders, one judge call each
     (rec,) = [r for r in records(store, "pw") if r.model == "n"]
     assert rec.score == 0.5 and "position_inconsistent:1" in (rec.tags or [])
+
+
+def _one_line_error(err: str) -> str:
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_cli_prompt_files_that_are_wrong_fail_in_one_line_and_write_nothing(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "truncated.csv").write_text('prompt,answer\n"never closed,1\n', encoding="utf-8")
+    (tmp_path / "extra.csv").write_text("prompt,answer\nq,a,surplus\n", encoding="utf-8")
+    (tmp_path / "latin1.jsonl").write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{oops\n', encoding="utf-8")
+    cases = {
+        "folder": "is a folder",
+        "empty.jsonl": "holds no prompts",
+        "truncated.csv": "truncated.csv:2: malformed CSV",
+        "extra.csv": "extra.csv:2: row has 3 fields",
+        "latin1.jsonl": "latin1.jsonl:1: not UTF-8 text",
+        "bad.jsonl": "bad.jsonl:2: invalid JSON",
+    }
+    for name, expected in cases.items():
+        code = main(["data", "prompts", "import", str(tmp_path / name), "--name", "p"])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in _one_line_error(err), (name, err)
+    assert main(["data", "prompts", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_cli_eval_run_wrong_inputs_fail_in_one_line(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "prompts", "generate", "--name", "suite", "--size", "2", "--json"]) == 0
+    assert main(["data", "prompts", "generate", "--name", "none", "--kinds", ",,"]) == 2
+    assert "names no task kind" in _one_line_error(capsys.readouterr().err)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("type: [\n", encoding="utf-8")
+    weights = tmp_path / "weights.yaml"
+    weights.write_text(
+        "type: rubric\njudge_model: m\nrubric:\n  dimensions:\n    - {name: a, weight: heavy}\n",
+        encoding="utf-8",
+    )
+    base = ["eval", "run", "--prompts", "suite", "--models", "m", "--no-progress"]
+    cases = [
+        ([*base, "--name", " "], "non-empty name"),
+        (["eval", "run", "--prompts", "nope", "--models", "m", "--name", "e"], "No dataset named 'nope'"),
+        ([*base, "--name", "e"], "No model named 'm'"),
+        (["eval", "run", "--prompts", "suite", "--models", "a,b,a", "--name", "e"], "lists a more than once"),
+    ]
+    capsys.readouterr()
+    for argv, expected in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and expected in _one_line_error(err), (argv, err)
+    assert main(["models", "add", "m", "--base-url", "http://127.0.0.1:9/v1", "--no-lookup"]) == 0
+    for judge, expected in [(broken, "is not valid yaml"), (weights, "could not convert")]:
+        code = main([*base, "--name", "e", "--judge", str(judge)])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in _one_line_error(err), err
+
+
+def test_cli_eval_run_where_every_call_fails_exits_non_zero(
+    rf_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "prompts", "generate", "--name", "suite", "--size", "1"]) == 0
+    # port 9 (discard) on loopback: nothing listens, the connection is refused at once
+    assert main(["models", "add", "dead", "--base-url", "http://127.0.0.1:9/v1", "--no-lookup"]) == 0
+    capsys.readouterr()
+    code = main(["eval", "run", "--prompts", "suite", "--models", "dead", "--name", "e", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code != 0 and "dead" in out  # the report table (mean score "-") is printed first
+    assert "All 1 calls failed" in _one_line_error(err)

@@ -138,3 +138,34 @@ def test_cli_eval_run_with_a_local_model(rf_home: Path, capsys: pytest.CaptureFi
     report = json.loads(capsys.readouterr().out)
     assert report["done"] == 4 and report["cost_usd"] > 0
     assert report["per_model"]["smollm2-135m"]["mean_score"] == 1.0  # capitals are its strength
+
+
+async def test_a_stream_the_consumer_leaves_stops_generating(tmp_path: Path) -> None:
+    """Breaking out of a stream must stop the worker thread (a model that never stops would hang)."""
+    import itertools
+
+    class EndlessLlama:
+        produced = 0
+
+        def create_chat_completion(self, **_kwargs: object):  # type: ignore[no-untyped-def]
+            for _ in itertools.count():
+                EndlessLlama.produced += 1
+                yield {"choices": [{"delta": {"content": "x"}, "finish_reason": None}]}
+
+        def close(self) -> None:
+            return None
+
+    gguf = tmp_path / "endless.gguf"
+    gguf.write_bytes(b"GGUF")
+    backend = LlamaCppBackend(str(gguf), cache_dir=tmp_path)
+    backend._llama = EndlessLlama()  # no weights: the stream loop is what is under test
+    request = ChatRequest(model="endless", messages=[{"role": "user", "content": "go"}])
+    received = 0
+    stream = backend.stream(request)
+    async for _chunk in stream:
+        received += 1
+        if received == 3:
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    await backend.aclose()
+    assert received == 3 and EndlessLlama.produced < 100_000

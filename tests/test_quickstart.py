@@ -46,3 +46,14 @@ def test_quickstart_small_run(rf_home: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["quickstart", "--out", str(out), "--size", "20", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["eval_run"]["done"] == 0 and again["eval_run"]["skipped"] == 40
+
+
+def test_quickstart_out_that_is_a_file_fails_in_one_line(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me", encoding="utf-8")
+    assert main(["quickstart", "--out", str(a_file), "--size", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err
+    assert a_file.read_text(encoding="utf-8") == "keep me"

@@ -146,9 +146,10 @@ class LiteLLMBackend:
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         lib = self._lib()
+        kwargs = self._kwargs(request, stream=False)  # outside the SDK boundary: our bugs stay our bugs
         start = time.perf_counter()
         try:
-            response = await lib.acompletion(**self._kwargs(request, stream=False))
+            response = await lib.acompletion(**kwargs)
         except Exception as exc:  # the SDK boundary: every LiteLLM failure becomes one UpstreamError
             raise self._translate(exc) from exc
         latency_ms = (time.perf_counter() - start) * 1000.0
@@ -175,8 +176,9 @@ class LiteLLMBackend:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         lib = self._lib()
+        kwargs = self._kwargs(request, stream=True)
         try:
-            response = await lib.acompletion(**self._kwargs(request, stream=True))
+            response = await lib.acompletion(**kwargs)
             async for chunk in response:
                 yield _chunk(chunk)
         except UpstreamError:

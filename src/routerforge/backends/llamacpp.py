@@ -315,10 +315,13 @@ class LlamaCppBackend:
         """Stream text deltas; the model produces them on its worker thread."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[ChatChunk | BaseException | None] = asyncio.Queue()
+        stopped = threading.Event()  # the consumer went away: stop generating
 
         def produce() -> None:
             try:
                 for chunk in self._stream_sync(request):
+                    if stopped.is_set():
+                        break
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except BaseException as exc:  # handed to the consumer, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -335,6 +338,7 @@ class LlamaCppBackend:
                     raise item
                 yield item
         finally:
+            stopped.set()
             await future
 
     def _stream_sync(self, request: ChatRequest) -> Iterator[ChatChunk]:
@@ -368,8 +372,9 @@ class LlamaCppBackend:
 
     async def aclose(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            # waiting for a call in flight must not block the event loop
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
         with self._load_lock:
             if self._llama is not None:
                 with contextlib.suppress(Exception):  # llama.cpp's own teardown; nothing to report

@@ -102,12 +102,18 @@ def import_cmd(
             "--score-scale", help="Range the source's scores use, e.g. 0-10 or 0-100; scaled to [0, 1]."
         ),
     ] = None,
+    pulze_score: Annotated[
+        str,
+        typer.Option(
+            "--pulze-score",
+            help="Pulze results: 'judge' keeps their (lenient) judge's score; 'strict' scores 1 only when the "
+            "answer's option matches gold_answer.",
+        ),
+    ] = "judge",
     description: Annotated[
         str | None, typer.Option("--description", help="A note stored with the dataset.")
     ] = None,
-    max_errors: Annotated[
-        int, typer.Option("--max-errors", min=0, help="How many bad rows to list.")
-    ] = 20,
+    max_errors: Annotated[int, typer.Option("--max-errors", min=0, help="How many bad rows to list.")] = 20,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress display.")
     ] = True,
@@ -120,7 +126,10 @@ def import_cmd(
     _choice(fmt, IMPORT_FORMATS, "--format")
     settings = state(ctx).settings
     chosen_rule = _choice(rule or settings.data.duplicate_rule, ("min", "mean", "last"), "--rule")
-    records, read_report = read_records(path, fmt, strict=strict, scale=score_scale, max_issues=max_errors)
+    _choice(pulze_score, ("judge", "strict"), "--pulze-score")
+    records, read_report = read_records(
+        path, fmt, strict=strict, scale=score_scale, max_issues=max_errors, pulze_score=pulze_score
+    )
     store = open_store(ctx)
     try:
         report = store.import_records(

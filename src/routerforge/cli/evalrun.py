@@ -80,9 +80,14 @@ def run(
 
     if not name.strip():
         raise ValidationError("The eval set needs a non-empty name.", hint="Pass --name NAME.")
+    names = _split_names(models)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValidationError(
+            f"--models lists {', '.join(twice)} more than once.", hint="Name each model once."
+        )
     settings = state(ctx).settings
     store = _store(settings)
-    names = _split_names(models)
     try:
         items = list(store.iter_prompts(prompts))  # an unknown prompt set fails before any model loads
         candidates = resolve_candidates(
@@ -213,7 +218,12 @@ def prompts_generate(
     """Generate the built-in task suite (exact answers, graded difficulty) as a prompt set."""
     from routerforge.tasks import generate_tasks
 
-    items = generate_tasks(size, seed=seed, kinds=_split_names(kinds) if kinds else None)
+    chosen = _split_names(kinds) if kinds is not None else None
+    if chosen == []:
+        from routerforge.errors import ValidationError
+
+        raise ValidationError("--kinds names no task kind.", hint="Omit --kinds for all kinds, or list some.")
+    items = generate_tasks(size, seed=seed, kinds=chosen)
     store = _store(state(ctx).settings)
     try:
         count = store.add_prompts(

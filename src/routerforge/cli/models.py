@@ -29,15 +29,9 @@ def _store(ctx: typer.Context) -> Store:
 
 
 def _as_dict(model: CandidateModel) -> dict[str, Any]:
-    return {
-        "id": model.id,
-        "provider": model.provider,
-        "base_url": model.base_url,
-        "input_cost_usd_per_mtok": model.input_cost_usd_per_mtok,
-        "output_cost_usd_per_mtok": model.output_cost_usd_per_mtok,
-        "context_window": model.context_window,
-        "capabilities": dict(model.capabilities),
-    }
+    from dataclasses import asdict
+
+    return asdict(model)
 
 
 def _price(value: float | None) -> str:

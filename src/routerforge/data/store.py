@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -98,7 +98,11 @@ class Store:
         self._safe_url = safe_url(self.url)
         self.engine: Engine = make_engine(self.url)
         if migrate:
-            self.upgrade()
+            try:
+                self.upgrade()
+            except BaseException:
+                self.engine.dispose()  # a store that cannot open keeps no connections
+                raise
 
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -539,17 +543,7 @@ class Store:
     # -- candidate models ----------------------------------------------------------------------------
     def upsert_model(self, model: CandidateModel) -> None:
         _check_model(model)
-        row = {
-            "id": model.id,
-            "provider": model.provider,
-            "base_url": model.base_url,
-            "input_cost_usd_per_mtok": model.input_cost_usd_per_mtok,
-            "output_cost_usd_per_mtok": model.output_cost_usd_per_mtok,
-            "context_window": model.context_window,
-            "capabilities": dict(model.capabilities),
-            "created": utcnow(),
-            "updated": utcnow(),
-        }
+        row = {**asdict(model), "created": utcnow(), "updated": utcnow()}
         replace = tuple(k for k in row if k not in ("id", "created"))
         with self.engine.begin() as conn:
             upsert(conn, _M, [row], conflict=("id",), replace=replace, coalesce=())

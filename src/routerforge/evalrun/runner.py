@@ -217,6 +217,7 @@ async def run_eval(
     report = RunReport(name=name, prompts=len(items), models=ids, cells=len(items) * len(candidates))
     budget = _Budget(max_cost_usd)
     start = time.perf_counter()
+    write_lock = asyncio.Lock()  # one write at a time, off the event loop (a database write blocks)
 
     async def work(candidate: Candidate, queue: asyncio.Queue[PromptItem]) -> None:
         stats = report.per_model.setdefault(
@@ -251,7 +252,8 @@ async def run_eval(
                 JudgeInput(prompt.text, result.text, prompt.reference, prompt.choices, dict(prompt.metadata)),
             )
             total_cost = (cost or 0.0) + verdict.cost_usd
-            sink.write(_record(prompt, candidate, result, verdict, cost))
+            async with write_lock:
+                await asyncio.to_thread(sink.write, _record(prompt, candidate, result, verdict, cost))
             budget.settle(estimate, total_cost)
             report.done += 1
             report.judge_failures += int(verdict.failed)

@@ -330,6 +330,7 @@ def _timing(pred: _Predictions | None) -> dict[str, Any]:
     out: dict[str, Any] = {"fit_s": float(np.mean(pred.fit_s)) if pred.fit_s else None}
     out["predict_ms_p50"] = pred.latency.get("predict_ms_p50")
     out["predict_ms_p99"] = pred.latency.get("predict_ms_p99")
+    out["predict_cpu_ms_p50"] = pred.latency.get("predict_cpu_ms_p50")
     return out
 
 

@@ -102,7 +102,17 @@ def _fmt(value: Any, pct: bool = False) -> str:
 def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main results table (shared by the HTML page, markdown and the terminal)."""
     if doc.get("mode") == "binary":
-        header = ["router", "APGR", "APGR (101)", "CPT(50%)", "CPT(80%)", "fit s", "p50 ms", "p99 ms"]
+        header = [
+            "router",
+            "APGR",
+            "APGR (101)",
+            "CPT(50%)",
+            "CPT(80%)",
+            "fit s",
+            "p50 ms",
+            "p99 ms",
+            "CPU ms",
+        ]
         rows = [
             [
                 name,
@@ -113,6 +123,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(e.get("fit_s")),
                 _fmt(e.get("predict_ms_p50")),
                 _fmt(e.get("predict_ms_p99")),
+                _fmt(e.get("predict_cpu_ms_p50")),
             ]
             for name, e in doc["routers"].items()
         ]
@@ -125,6 +136,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "fit s",
         "p50 ms",
         "p99 ms",
+        "CPU ms",
     ]
     rows = [
         [
@@ -135,6 +147,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _fmt(e.get("fit_s")),
             _fmt(e.get("predict_ms_p50")),
             _fmt(e.get("predict_ms_p99")),
+            _fmt(e.get("predict_cpu_ms_p50")),
         ]
         for name, e in doc["routers"].items()
     ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from routerforge.data.answers import contains_phrase, extract_numbered_option, normalize_text
 
 _NUMBER = r"[-−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER)
@@ -25,6 +26,17 @@ DONT_KNOW_PATTERNS: tuple[str, ...] = (
     r"^\s*(?:n/?a|none|unsure|no idea)\s*\.?\s*$",
 )
 _DONT_KNOW_RE = re.compile("|".join(f"(?:{p})" for p in DONT_KNOW_PATTERNS), re.IGNORECASE | re.MULTILINE)
+
+__all__ = [
+    "DONT_KNOW_PATTERNS",
+    "contains_phrase",
+    "extract_choice",
+    "extract_number",
+    "first_line",
+    "is_dont_know",
+    "normalize_text",
+    "parse_number",
+]
 
 
 def parse_number(token: str) -> float | None:
@@ -54,29 +66,11 @@ def extract_number(text: str) -> float | None:
     return None
 
 
-def normalize_text(text: str, *, case_sensitive: bool = False) -> str:
-    """Unicode-normalised, whitespace-collapsed text without surrounding quotes and punctuation."""
-    value = unicodedata.normalize("NFKC", text).strip()
-    value = re.sub(r"\s+", " ", value)
-    value = value.strip(" \t\"'`*.,;:!?()[]{}“”‘’")
-    return value if case_sensitive else value.casefold()
-
-
 def first_line(text: str) -> str:
     for line in text.strip().splitlines():
         if line.strip():
             return line.strip()
     return ""
-
-
-def contains_phrase(text: str, phrase: str, *, case_sensitive: bool = False) -> bool:
-    """Whether ``phrase`` occurs in ``text`` as whole words (not inside a longer word)."""
-    target = normalize_text(phrase, case_sensitive=case_sensitive)
-    if not target:
-        return False
-    haystack = unicodedata.normalize("NFKC", text)
-    flags = 0 if case_sensitive else re.IGNORECASE
-    return re.search(rf"(?<!\w){re.escape(target)}(?!\w)", haystack, flags) is not None
 
 
 _LETTER_PATTERNS = (
@@ -87,22 +81,16 @@ _LETTER_PATTERNS = (
 )
 
 
-def extract_choice(text: str, n_choices: int = 4, *, labels: str | None = None) -> int | None:
+def extract_choice(
+    text: str, n_choices: int = 4, *, labels: str | None = None, options: list[str] | None = None
+) -> int | None:
     """The index of the option a free-text answer picks (``A``/``B``/… or ``0``/``1``/… labels).
 
-    ``labels`` is ``"letters"`` (default) or ``"digits"`` (Pulze-style ``0) ... 1) ...``).
+    ``labels`` is ``"letters"`` (default) or ``"digits"`` (Pulze-style ``0) ... 1) ...``, see
+    :func:`routerforge.data.answers.extract_numbered_option`, which also reads the ``options`` texts).
     """
     if labels == "digits":
-        for pattern in (
-            re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\**\(?(\d)\)?", re.IGNORECASE),
-            re.compile(r"^\s*\**\(?(\d)\)", re.MULTILINE),
-            re.compile(r"\*\*\(?(\d)\)"),
-        ):
-            found = pattern.findall(text)
-            if found:
-                index = int(found[-1] if pattern.pattern.startswith("(?:answer") else found[0])
-                return index if index < n_choices else None
-        return None
+        return extract_numbered_option(text, options, n_choices)
     valid = "ABCDEFGHIJ"[:n_choices]
     for pattern in _LETTER_PATTERNS:
         for found in pattern.findall(text):

@@ -121,7 +121,7 @@ class ChoiceJudge(_RuleJudge):
         expected = self._expected_index(item.reference, item.choices)
         if expected is None:
             return _no_reference(self.name)
-        got = extract_choice(item.response, n, labels=self.labels)
+        got = extract_choice(item.response, n, labels=self.labels, options=item.choices)
         if got is None and item.choices:  # the answer may quote the option text instead of its label
             named = [i for i, c in enumerate(item.choices) if contains_phrase(item.response, c)]
             got = named[0] if len(named) == 1 else None

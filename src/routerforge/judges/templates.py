@@ -105,7 +105,9 @@ def build_judge(
     try:
         return _from_template(template, backend_factory)
     except (TypeError, ValueError) as exc:  # a number or a list of the wrong kind in the template
-        raise ConfigError(f"Judge {template.get('name')!r}: {exc}.", hint="Check the judge template.") from exc
+        raise ConfigError(
+            f"Judge {template.get('name')!r}: {exc}.", hint="Check the judge template."
+        ) from exc
 
 
 def _llm_backend(

@@ -119,20 +119,32 @@ def read_records(
     strict: bool = False,
     scale: Scale | str | None = None,
     max_issues: int = 20,
+    pulze_score: str = "judge",
 ) -> tuple[Iterator[EvalRecord], ReadReport]:
     """Stream the eval records of ``path`` (a file or a folder) in format ``fmt`` (or ``"auto"``).
 
     ``scale`` declares the range the source's scores use (``(0, 10)`` or ``"0-10"``); scores are
     normalised to [0, 1] and a score outside [0, 1] with no declared scale is a bad row.
+    ``pulze_score`` (Pulze results only): ``"judge"`` keeps their judge's score, ``"strict"`` compares the
+    answer's option with the gold answer (see :mod:`routerforge.data.importers.pulze`).
     """
+    if pulze_score not in pulze.SCORE_MODES:
+        raise DataError(
+            f"Unknown Pulze score {pulze_score!r}.", hint=f"Use one of: {', '.join(pulze.SCORE_MODES)}."
+        )
     target = Path(path)
     name = detect_format(target) if fmt == "auto" else fmt
     if name not in FORMATS:
         raise DataError(f"Unknown format {fmt!r}.", hint=f"Use one of: auto, {', '.join(FORMATS)}.")
+    if pulze_score != "judge" and name != "pulze-jsonl":
+        raise DataError(
+            f"--pulze-score {pulze_score} applies to Pulze results, not to {name}.",
+            hint="Drop --pulze-score, or pass --format pulze-jsonl.",
+        )
     _check_suffix(target, name)
     declared = parse_scale(scale) if isinstance(scale, str) else scale
     report = ReadReport(format=name, max_issues=max_issues)
-    ctx = ReadContext(report=report, strict=strict, scale=declared)
+    ctx = ReadContext(report=report, strict=strict, scale=declared, pulze_score=pulze_score)
     if not target.exists():
         raise DataError(
             f"{target} does not exist.", hint="Check the path given to `routerforge data import`."

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ class ReadContext:
     report: ReadReport
     strict: bool = False
     scale: Scale | None = None
+    pulze_score: str = "judge"  # Pulze results: "judge" (their overall_score) or "strict" (see pulze.py)
+
+    def files(
+        self, path: Path, suffixes: tuple[str, ...], *, exclude_dirs: tuple[str, ...] = ()
+    ) -> Iterator[Path]:
+        """The files to read under ``path`` (see :func:`find_files`), each recorded in the report."""
+        for file in find_files(path, suffixes, exclude_dirs=exclude_dirs):
+            self.report.files.append(str(file))
+            yield file
 
     def reject(self, error: DataError) -> None:
         """A row is bad: raise in strict mode, else count it and remember the first few."""
@@ -71,7 +81,9 @@ class ReadContext:
             raise error
         self.report.skipped += 1
         if len(self.report.issues) < self.report.max_issues:
-            self.report.issues.append(RowIssue(str(error.path or "?"), error.line, error.column, error.reason))
+            self.report.issues.append(
+                RowIssue(str(error.path or "?"), error.line, error.column, error.reason)
+            )
 
 
 def parse_scale(text: str | None) -> Scale | None:
@@ -189,7 +201,7 @@ def find_files(path: Path, suffixes: tuple[str, ...], *, exclude_dirs: tuple[str
     return found
 
 
-def text_lines(path: Path) -> Iterator[str]:
+def text_lines(path: Path) -> Generator[str, None, None]:
     """The lines of a UTF-8 text file (a leading BOM dropped, line ends kept), read lazily.
 
     A line that is not UTF-8 raises :class:`DataError` naming the file and the line.
@@ -222,55 +234,63 @@ def iter_csv(path: Path, ctx: ReadContext) -> Iterator[tuple[int, int, dict[str,
     """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     where = str(path)
-    reader = csv.reader(text_lines(path), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError("the file is empty (no header row)", path=where, line=1) from None
-    except csv.Error as exc:
-        raise DataError(f"the header row is not valid CSV: {exc}", path=where, line=1) from exc
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise DataError(f"duplicate column names {dupes}", path=where, line=1)
-    last_line = reader.line_num
-    index = -1
-    while True:
-        start = last_line + 1
+    with closing(text_lines(path)) as text:  # closed even when the caller stops early
+        reader = csv.reader(text, strict=True)
         try:
-            row = next(reader)
+            header = next(reader)
         except StopIteration:
-            return
+            raise DataError("the file is empty (no header row)", path=where, line=1) from None
         except csv.Error as exc:
+            raise DataError(f"the header row is not valid CSV: {exc}", path=where, line=1) from exc
+        if len(set(header)) != len(header):
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            raise DataError(f"duplicate column names {dupes}", path=where, line=1)
+        last_line = reader.line_num
+        index = -1
+        while True:
+            start = last_line + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                last_line = reader.line_num
+                index += 1
+                ctx.report.rows += 1
+                ctx.reject(
+                    DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start)
+                )
+                continue
             last_line = reader.line_num
+            if not row:
+                continue
             index += 1
             ctx.report.rows += 1
-            ctx.reject(DataError(f"malformed CSV ({exc}); is the file truncated?", path=where, line=start))
-            continue
-        last_line = reader.line_num
-        if not row:
-            continue
-        index += 1
-        ctx.report.rows += 1
-        if len(row) != len(header):
-            ctx.reject(
-                DataError(
-                    f"row has {len(row)} fields but the header has {len(header)}; "
-                    + ("is the line truncated?" if len(row) < len(header) else "quote fields that hold commas"),
-                    path=where,
-                    line=start,
+            if len(row) != len(header):
+                ctx.reject(
+                    DataError(
+                        f"row has {len(row)} fields but the header has {len(header)}; "
+                        + (
+                            "is the line truncated?"
+                            if len(row) < len(header)
+                            else "quote fields that hold commas"
+                        ),
+                        path=where,
+                        line=start,
+                    )
                 )
-            )
-            continue
-        yield start, index, dict(zip(header, row, strict=True))
+                continue
+            yield start, index, dict(zip(header, row, strict=True))
 
 
 def csv_header(path: Path) -> list[str]:
     """The header row of a CSV file ([] when it has none or it is not valid CSV)."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        return next(csv.reader(text_lines(path)))
-    except (StopIteration, csv.Error):
-        return []
+    with closing(text_lines(path)) as text:
+        try:
+            return next(csv.reader(text))
+        except (StopIteration, csv.Error):
+            return []
 
 
 def iter_jsonl(path: Path, ctx: ReadContext) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -307,11 +327,12 @@ def first_json_object(path: Path) -> dict[str, Any]:
     """The first non-empty line of a JSONL file as an object ({} if it is not one)."""
     import json
 
-    for line in text_lines(path):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                return {}
-            return obj if isinstance(obj, dict) else {}
+    with closing(text_lines(path)) as text:
+        for line in text:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return {}
+                return obj if isinstance(obj, dict) else {}
     return {}

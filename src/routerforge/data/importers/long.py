@@ -15,7 +15,6 @@ from typing import Any
 from routerforge.data.importers.base import (
     ReadContext,
     csv_header,
-    find_files,
     iter_csv,
     iter_jsonl,
     parse_float,
@@ -47,15 +46,13 @@ FIELDS = {
 
 
 def read_jsonl(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, JSONL_SUFFIXES):
-        ctx.report.files.append(str(file))
+    for file in ctx.files(path, JSONL_SUFFIXES):
         for line, obj in iter_jsonl(file, ctx):
             yield from _one(obj, str(file), line, ctx, from_csv=False)
 
 
 def read_csv(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, CSV_SUFFIXES):
-        ctx.report.files.append(str(file))
+    for file in ctx.files(path, CSV_SUFFIXES):
         where = str(file)
         header = csv_header(file)
         unknown = [c for c in header if c not in FIELDS]

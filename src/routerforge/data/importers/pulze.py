@@ -7,6 +7,13 @@ prompt's reference; the numbered options after ``### Choices:`` become ``choices
 so the same question answered by several models is one prompt. The category is the subject at the end of
 the file name (``<template>_<model>_<subject>.jsonl``) when it can be told apart from the model's name.
 
+Scores: ``pulze_score="judge"`` (the default) keeps Pulze's ``overall_score``, which is lenient (1,985 of
+the 1,995 v1 answers are labelled correct); ``"strict"`` scores 1 when the option the answer picks
+(:func:`routerforge.data.answers.extract_numbered_option`: a stated label, ``\boxed{}``, or the option
+text) is the ``gold_answer`` and 0 otherwise (an answer that commits to no option scores 0); the judge's
+score is then kept as the ``pulze_judge`` dimension. Without numbered options the gold answer must occur
+in the answer as whole words.
+
 Templates: :func:`load_pulze_template` gives a plain :class:`PulzeTemplate` (rubric prompt, dimensions with
 weights, pass threshold) that the judges layer turns into an LLM-judge rubric.
 """
@@ -20,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerforge.data.importers.base import ReadContext, find_files, iter_jsonl, parse_float, parse_score
+from routerforge.data.answers import contains_phrase, extract_numbered_option
+from routerforge.data.importers.base import ReadContext, iter_jsonl, parse_float, parse_score
 from routerforge.data.records import EvalRecord, text_hash
 from routerforge.errors import DataError
 
 SUFFIXES = (".jsonl",)
+SCORE_MODES = ("judge", "strict")
 DIMENSION_SCALE = (0.0, 10.0)
 REQUIRED = ("question", "answering_model", "overall_score")
 # Fields of a result line that are not dimension grades.
@@ -75,9 +84,22 @@ def choices_of(question: str) -> list[str] | None:
     return options
 
 
+def strict_score(question: str, gold: Any, answer: Any) -> float:
+    """1.0 when ``answer`` picks the ``gold`` option of ``question`` (or names a free-form gold), else 0.0."""
+    text = answer if isinstance(answer, str) else ""
+    wanted = str(gold).strip()
+    choices = choices_of(question)
+    if choices and wanted.isdigit():
+        return 1.0 if extract_numbered_option(text, choices) == int(wanted) else 0.0
+    return 1.0 if contains_phrase(text, wanted) else 0.0
+
+
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, SUFFIXES, exclude_dirs=("templates", "data")):
-        ctx.report.files.append(str(file))
+    if ctx.pulze_score not in SCORE_MODES:
+        raise DataError(
+            f"Unknown Pulze score {ctx.pulze_score!r}.", hint=f"Use one of: {', '.join(SCORE_MODES)}."
+        )
+    for file in ctx.files(path, SUFFIXES, exclude_dirs=("templates", "data")):
         yield from _read_file(file, ctx)
 
 
@@ -118,6 +140,16 @@ def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext) -> Eva
     template_id = obj.get("template_id")
     gold = obj.get("gold_answer")
     answer = obj.get("model_answer", obj.get("model_response"))
+    judge = f"pulze-template:{template_id}" if template_id else "pulze"
+    if ctx.pulze_score == "strict":
+        if gold is None or not str(gold).strip():
+            raise DataError(
+                "--pulze-score strict needs a 'gold_answer'", path=where, line=line, column="gold_answer"
+            )
+        if score is not None:
+            dimensions["pulze_judge"] = score
+        score = strict_score(question, gold, answer)
+        judge = "pulze-strict-option-match"
     return EvalRecord(
         prompt_key=text_hash(question),
         prompt=question,
@@ -125,7 +157,7 @@ def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext) -> Eva
         score=score,
         response=answer if isinstance(answer, str) else None,
         dimensions=dimensions or None,
-        judge=f"pulze-template:{template_id}" if template_id else "pulze",
+        judge=judge,
         source=where,
         category=subject_of(Path(where), model),
         reference=str(gold) if gold is not None else None,

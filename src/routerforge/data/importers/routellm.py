@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from routerforge.data.importers.base import ReadContext, csv_header, find_files, iter_csv, parse_score
+from routerforge.data.importers.base import ReadContext, csv_header, iter_csv, parse_score
 from routerforge.data.records import EvalRecord
 from routerforge.errors import DataError
 
@@ -28,8 +28,7 @@ def subject_of(path: Path) -> str:
 
 
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, SUFFIXES):
-        ctx.report.files.append(str(file))
+    for file in ctx.files(path, SUFFIXES):
         yield from _read_file(file, ctx)
 
 

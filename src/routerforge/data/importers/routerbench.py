@@ -18,7 +18,6 @@ from pathlib import Path
 from routerforge.data.importers.base import (
     ReadContext,
     csv_header,
-    find_files,
     iter_csv,
     parse_float,
     parse_score,
@@ -53,8 +52,7 @@ def join_literal(value: str) -> str:
 
 
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, SUFFIXES):
-        ctx.report.files.append(str(file))
+    for file in ctx.files(path, SUFFIXES):
         yield from _read_file(file, ctx)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from routerforge.data.importers.base import ReadContext, find_files, iter_jsonl, parse_float, parse_score
+from routerforge.data.importers.base import ReadContext, iter_jsonl, parse_float, parse_score
 from routerforge.data.records import EvalRecord, text_hash
 from routerforge.errors import DataError
 
@@ -32,8 +32,7 @@ KNOWN = {
 
 
 def read(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
-    for file in find_files(path, SUFFIXES):
-        ctx.report.files.append(str(file))
+    for file in ctx.files(path, SUFFIXES):
         where = str(file)
         for line, obj in iter_jsonl(file, ctx):
             try:

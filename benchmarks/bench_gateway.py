@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--litellm-bin", default=None, help="Path of a `litellm` proxy executable.")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="gateway", help="Result file names: NAME.json and NAME.md.")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_latency, args.max_requests, args.duration, args.knn_prompts = 60, 300, 3.0, 200
@@ -542,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                     p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "gateway.md").write_text(render_markdown(results))
+    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(render_markdown(results))
     print(render_markdown(results))
     return 0
 

@@ -21,7 +21,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-FAMILIES = ("knn", "mlp", "mf", "sw", "cluster", "semantic", "llm", "cascade")
+# Router families in the order they run (fast ones first, so partial results appear early); any other
+# registered family runs after these. Baselines (random, oracle) are always computed by the harness.
+FAMILIES = ("knn", "sw", "lexical", "ensemble", "cluster", "mf", "mlp")
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,7 +69,9 @@ def routers_to_run(requested: list[str] | None) -> list[str]:
     from routerforge.routers.registry import available_routers
 
     available = set(available_routers())
-    wanted = requested or [f for f in FAMILIES if f in available]
+    default = [f for f in FAMILIES if f in available]
+    default += [r for r in sorted(available) if r not in default and r not in ("random", "oracle")]
+    wanted = requested or default
     missing = [r for r in wanted if r not in available]
     if missing:
         print(f"skipping router families not available yet: {', '.join(missing)}")
@@ -102,16 +106,48 @@ def run(
     encoder = EmbedderEncoder(embedder, progress=True)
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    with Progress(console=console) as progress:
-        doc = run_bench(
-            setup,
-            specs,
-            encoder,
-            latency=latency_factory(quick, encoder),
-            latency_sample=args.latency_sample,
-            seed=args.seed,
-            progress=progress,
-        )
+    doc: dict[str, Any] = {}
+    # One harness call per router family (the embeddings come from the cache after the first), writing the
+    # results after each, so a long family never holds back the others.
+    for k, spec in enumerate(specs or [None]):
+        with Progress(console=console) as progress:
+            part = run_bench(
+                setup,
+                [spec] if spec is not None else [],
+                encoder,
+                latency=latency_factory(quick, encoder),
+                latency_sample=args.latency_sample,
+                seed=args.seed,
+                progress=progress,
+            )
+        if not doc:
+            doc = part
+        elif spec is not None:
+            routers = {n: e for n, e in doc["routers"].items() if n not in ("random", "oracle")}
+            routers[spec.key] = part["routers"][spec.key]
+            doc["routers"] = {
+                **routers,
+                "random": part["routers"]["random"],
+                "oracle": part["routers"]["oracle"],
+            }
+        doc["complete"] = k == len(specs) - 1 or not specs
+        _finish(doc, name, title, args, specs, embedder, t0, targets, command)
+    print_table(doc, console)
+    print(f"wrote {args.out / (name + '.json')} and .md")
+    return doc
+
+
+def _finish(
+    doc: dict[str, Any],
+    name: str,
+    title: str,
+    args: argparse.Namespace,
+    specs: list[Any],
+    embedder: Any,
+    t0: float,
+    targets: Callable[[dict[str, Any]], list[tuple[str, str, str, bool | None]]],
+    command: str,
+) -> None:
     doc["embedder"] = embedder.id
     doc["params"] = {s.name: s.params for s in specs}
     doc["wall_s"] = time.perf_counter() - t0
@@ -125,12 +161,9 @@ def run(
     doc["targets"] = [
         {"target": t, "value": v, "reference": ref, "met": met} for t, v, ref, met in targets(doc)
     ]
-    print_table(doc, console)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     (args.out / f"{name}.md").write_text(markdown(doc, title), encoding="utf-8")
-    print(f"wrote {args.out / (name + '.json')} and .md")
-    return doc
 
 
 def markdown(doc: dict[str, Any], title: str) -> str:
@@ -139,6 +172,11 @@ def markdown(doc: dict[str, Any], title: str) -> str:
     lines = [
         f"# {title}",
         "",
+        *(
+            []
+            if doc.get("complete", True)
+            else ["**Partial results: the run is still going (or was stopped).**", ""]
+        ),
         f"Command: `{doc['command']}` ({doc['date_utc']} UTC, {doc['machine']['cpus']} CPUs, "
         f"embedder `{doc['embedder']}`, total {doc['wall_s']:.0f} s).",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,7 +33,18 @@ def state(ctx: typer.Context) -> AppState:
     return obj
 
 
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) by null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def print_json(payload: Any) -> None:
-    """Write ``payload`` as JSON to stdout (for ``--json``)."""
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    """Write ``payload`` as strict JSON to stdout (for ``--json``); NaN and infinities become null."""
+    sys.stdout.write(json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()

@@ -531,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         gw.terminate()
         gw.wait(timeout=30)
 
-        litellm = None if args.no_litellm else find_litellm(args.litellm_bin)
-        results["litellm"] = bench_litellm(litellm, tmp, up_port, env, args, direct_body)
+        if args.no_litellm:
+            results["litellm"] = {"ran": False, "why": "not requested (--no-litellm)"}
+        else:
+            litellm = find_litellm(args.litellm_bin)
+            results["litellm"] = bench_litellm(litellm, tmp, up_port, env, args, direct_body)
     finally:
         for p in procs:
             if p.poll() is None:

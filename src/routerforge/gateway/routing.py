@@ -59,9 +59,11 @@ class LoadedRouter:
         self._lock = threading.Lock()  # index shards are not guaranteed thread-safe
 
     def predict_many(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), n_models)`` predicted scores (embedding included)."""
+        """``(len(texts), n_models)`` predicted scores. Embedding runs unlocked (onnxruntime sessions are
+        thread-safe); the router and its index shard are used by one thread at a time."""
+        batch = self._router.batch(list(texts))
         with self._lock:
-            return np.asarray(self._router.predict(list(texts)), dtype=np.float64)
+            return np.asarray(self._router.router.predict_scores(batch), dtype=np.float64)
 
     def predict(self, text: str) -> np.ndarray:
         return self.predict_many([text])[0]
@@ -182,7 +184,10 @@ class Routing:
         hit = self._batchers.get(id(router))
         if hit is None:
             hit = PredictBatcher(
-                router.predict_many, max_batch=self.config.routing.max_batch, name=router.name
+                router.predict_many,
+                max_batch=self.config.routing.max_batch,
+                workers=self.config.routing.predict_workers,
+                name=router.name,
             )
             self._batchers[id(router)] = hit
         return hit

@@ -1,7 +1,7 @@
 """Generate docs/cli.md (CLI reference) and docs/settings.md (settings schema) from the code.
 
-    .venv/bin/python tools/gen_docs.py          # rewrite both files
-    .venv/bin/python tools/gen_docs.py --check  # exit 1 if they are stale (tests/test_docs.py runs this)
+.venv/bin/python tools/gen_docs.py          # rewrite both files
+.venv/bin/python tools/gen_docs.py --check  # exit 1 if they are stale (tests/test_docs.py runs this)
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ def _walk(cmd: Any, path: list[str], out: list[str]) -> None:
             if getattr(p, "param_type_name", "") == "option":
                 flags = ", ".join(f"`{o}`" for o in (*p.opts, *p.secondary_opts))
                 help_line = (p.help or "").replace("|", "\\|").replace("\n", " ")
-                if p.default not in (None, False, (), []) and not callable(p.default) and p.show_default is not False:
+                if (
+                    p.default not in (None, False, (), [])
+                    and not callable(p.default)
+                    and p.show_default is not False
+                ):
                     help_line += f" (default: `{p.default}`)"
                 out.append(f"| {flags} | {help_line} |")
             else:

@@ -38,8 +38,12 @@ class DataSettings(_Section):
 
 class EmbedSettings(_Section):
     provider: Literal["minilm-onnx", "sentence-transformers", "http", "hash"] = "minilm-onnx"
-    model: str | None = Field(default=None, description="Model name for the http / sentence-transformers providers.")
-    url: str | None = Field(default=None, description="Base URL of an OpenAI-compatible or TEI /embeddings endpoint.")
+    model: str | None = Field(
+        default=None, description="Model name for the http / sentence-transformers providers."
+    )
+    url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible or TEI /embeddings endpoint."
+    )
     api_key: SecretStr | None = None
     batch_size: int = Field(default=32, ge=1, le=4096)
     max_tokens: int = Field(default=256, ge=8, le=8192, description="Truncate inputs to this many tokens.")
@@ -58,7 +62,9 @@ class EmbedSettings(_Section):
 
 class IndexSettings(_Section):
     kind: Literal["edge", "qdrant"] = "edge"
-    url: str | None = Field(default=None, description="Qdrant server URL when kind=qdrant (':memory:' for local mode).")
+    url: str | None = Field(
+        default=None, description="Qdrant server URL when kind=qdrant (':memory:' for local mode)."
+    )
     api_key: SecretStr | None = None
 
 
@@ -116,13 +122,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"Config file {path} does not exist.", hint="Check the path given to --config.") from exc
+        raise ConfigError(
+            f"Config file {path} does not exist.", hint="Check the path given to --config."
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping at the top level, not {type(loaded).__name__}.")
+        raise ConfigError(
+            f"Config file {path} must hold a mapping at the top level, not {type(loaded).__name__}."
+        )
     return loaded
 
 
@@ -134,17 +144,17 @@ def _format_validation_error(exc: PydanticValidationError, origin: str) -> str:
     return f"Invalid settings ({origin}): " + "; ".join(parts)
 
 
-_yaml_values: ContextVar[dict[str, Any]] = ContextVar("routerforge_yaml_values", default={})
+_yaml_values: ContextVar[dict[str, Any] | None] = ContextVar("routerforge_yaml_values", default=None)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Feeds the values of the YAML file that :func:`load_settings` read."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _yaml_values.get().get(field_name), field_name, False
+        return (_yaml_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_yaml_values.get())
+        return dict(_yaml_values.get() or {})
 
 
 def load_settings(

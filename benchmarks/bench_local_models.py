@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -83,8 +84,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Local models and the quickstart",
         "",
-        f"Command: `{doc['command']}` on {doc['machine']} ({doc['date']}). The machine was shared with other "
-        "jobs (load average well above the 2 cores): numbers are indicative, a quiet machine is faster.",
+        f"Command: `{doc['command']}` on {doc['machine']} ({doc['date']}); 1-minute load average at the start: "
+        f"{doc.get('load_average', 'n/a')} (2 cores: above 2 means other jobs were competing and the speeds are low).",
         "",
         "## Answers per second (llama.cpp, 1 thread, temperature 0, one call at a time)",
         "",
@@ -131,6 +132,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    load_average = round(os.getloadavg()[0], 2)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -155,8 +157,9 @@ def main() -> None:
         + f"--prompts {args.prompts} --max-tokens {args.max_tokens} --size {args.size}"
         + (" --skip-quickstart" if args.skip_quickstart else "")
         + (f" --home {args.home}" if args.home else ""),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": load_average,
         "speed": rows,
     }
     if not args.skip_quickstart:

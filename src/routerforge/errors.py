@@ -78,7 +78,9 @@ class NotFittedError(RouterForgeError, RuntimeError):
     exit_code = 2
 
     def __init__(self, what: str = "This router") -> None:
-        super().__init__(f"{what} is not fitted yet.", hint="Call fit() first or load a trained router directory.")
+        super().__init__(
+            f"{what} is not fitted yet.", hint="Call fit() first or load a trained router directory."
+        )
 
 
 class ArtifactError(RouterForgeError):

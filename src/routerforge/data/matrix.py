@@ -63,7 +63,9 @@ class ScoreMatrix:
         try:
             return self.models.index(model)
         except ValueError:
-            raise UnknownModelError(model, self.models, hint=f"Dataset {self.name!r} has these models.") from None
+            raise UnknownModelError(
+                model, self.models, hint=f"Dataset {self.name!r} has these models."
+            ) from None
 
     # -- views -------------------------------------------------------------------------------
     def take(self, rows: Sequence[int] | np.ndarray) -> ScoreMatrix:

@@ -101,8 +101,9 @@ def markdown(doc: dict[str, Any]) -> str:
     if qs:
         r = qs.get("routing", {})
         cheaper = (
-            "; here the stronger model is also the cheaper one, so the router's gain is quality above both models "
-            "rather than savings."
+            "; here the stronger model is also the cheaper one, so a router cannot save money against it: its "
+            "gain can only be quality above the stronger model, where the weaker one is right (compare "
+            "the best routed quality in the table with the stronger model's quality)."
             if r.get("strong_is_cheaper")
             else "."
         )

@@ -351,8 +351,8 @@ def _print_summary(summary: dict[str, Any], console: Console) -> None:
         )
         if routing["strong_is_cheaper"]:
             console.print(
-                "    (here the stronger model is also the cheaper one, so routing pays off as quality above "
-                "both models, not as savings)"
+                "    (here the stronger model is also the cheaper one: a router cannot save money against it, "
+                "only beat its quality where the weaker model is right, which the held-out curve shows or not)"
             )
     console.print(f"    report:  {summary['report']}")
     console.print(f"    router:  {summary['router_dir']}")

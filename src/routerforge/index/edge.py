@@ -7,6 +7,7 @@ The shard is a directory; ``EdgeIndex(path, dim)`` creates it when empty and reo
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,11 @@ class EdgeIndex:
 
     def flush(self) -> None:
         self._shard.flush()
+
+    def copy_to(self, target: Path) -> None:
+        """Flush, then copy the shard's files to ``target`` (a consistent copy of a live shard)."""
+        self.flush()
+        copy_shard(self.path, target)
 
     # -- reads ------------------------------------------------------------------------------------
     def query(
@@ -181,3 +187,14 @@ def is_shard(path: str | Path) -> bool:
 
 
 __all__ = ["EdgeIndex", "is_shard"]
+
+
+def _skip_wal_preallocation(directory: str, names: list[str]) -> set[str]:
+    # The write-ahead log pre-allocates empty segments named ``tmp-open-N`` from a background thread;
+    # they hold no data and may vanish mid-copy, so they are never copied.
+    return {n for n in names if n.startswith("tmp-open-")}
+
+
+def copy_shard(source: Path, target: Path) -> None:
+    """Copy a shard directory (closed, or flushed by :meth:`EdgeIndex.copy_to`) to ``target``."""
+    shutil.copytree(source, target, ignore=_skip_wal_preallocation)

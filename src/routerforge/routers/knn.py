@@ -40,7 +40,7 @@ import numpy as np
 from routerforge.data.records import text_hash
 from routerforge.errors import ConfigError, ValidationError
 from routerforge.index.base import Hit
-from routerforge.index.edge import EdgeIndex
+from routerforge.index.edge import EdgeIndex, copy_shard
 from routerforge.routers.base import Explanation, PromptBatch, Router
 from routerforge.routers.registry import register_router
 
@@ -326,10 +326,9 @@ class KnnRouter(Router):
         target = directory / SHARD_DIR
         if target.resolve() == index.path.resolve():
             return
-        index.flush()
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(index.path, target)
+        index.copy_to(target)
 
     def _restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path) -> None:
         self._check_params()
@@ -345,7 +344,7 @@ class KnnRouter(Router):
         # A Qdrant Edge shard can be opened by one process at a time (it locks its WAL): work on a
         # private copy so the artifact stays read-only and can be loaded by several processes.
         workdir = Path(tempfile.mkdtemp(prefix="routerforge-knn-"))
-        shutil.copytree(source, workdir / SHARD_DIR)
+        copy_shard(source, workdir / SHARD_DIR)
         self._attach(EdgeIndex(workdir / SHARD_DIR, self.dense_.shape[1], exact=bool(self.exact)), workdir)
 
     def close(self) -> None:

@@ -34,12 +34,13 @@ import asyncio
 import json
 import math
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import uvicorn
+
+from gateway_server import LoopbackServer
 
 FaultKind = Literal[
     "status",
@@ -140,8 +141,7 @@ class FakeUpstream:
         self._counts: dict[str | None, int] = {}
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # -- control -----------------------------------------------------------------------------------
     @property
@@ -181,33 +181,25 @@ class FakeUpstream:
         return None
 
     def start(self) -> FakeUpstream:
-        config = uvicorn.Config(
+        self._server = LoopbackServer(
             self._app,
-            host=self.host,
-            port=self.port,
+            self.host,
+            self.port,
+            name="fake-upstream",
+            start_timeout_s=10,
+            stop_timeout_s=5,
             log_level=self.log_level,
-            access_log=False,
             lifespan="off",
             interface="asgi3",
             timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-upstream", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"fake upstream did not start on {self.host}:{self.port}")
-            time.sleep(0.005)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        ).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
+        if self._server is not None:
+            self._server.stop()
         self._server = None
-        self._thread = None
 
     def __enter__(self) -> FakeUpstream:
         return self.start()

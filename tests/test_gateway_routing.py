@@ -102,6 +102,12 @@ def test_threshold_synthetic_model_and_route_only(rf_home: Path, upstream: FakeU
             headers={"authorization": f"Bearer {key}"},
             json={"model": "router-stub-0.6", "messages": [{"role": "user", "content": "hard"}]},
         ).json()
+        unknown = httpx.post(
+            server.url + "/v1/route",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "router-nosuch-0.5", "messages": [{"role": "user", "content": "hard"}]},
+        )
+        assert unknown.status_code == 404
         assert r["model"] == "large" and r["policy"] == "threshold" and r["knob"] == pytest.approx(0.6)
         assert r["predicted"] == {"small": 0.2, "large": 0.9}
         assert "P(strong needed)=0.850" in r["reason"]
@@ -112,6 +118,18 @@ def test_threshold_synthetic_model_and_route_only(rf_home: Path, upstream: FakeU
             server.url + f"/v1/logs/{hard.headers['x-routerforge-request-id']}",
             headers={"authorization": f"Bearer {key}"},
         ).json()
+        routed = httpx.get(
+            server.url + f"/v1/logs/{r['request_id']}", headers={"authorization": f"Bearer {key}"}
+        ).json()
+        refused = httpx.get(
+            server.url + f"/v1/logs/{unknown.headers['x-routerforge-request-id']}",
+            headers={"authorization": f"Bearer {key}"},
+        )
+    # route-only requests are logged too, with the decision and no upstream attempt
+    assert routed["endpoint"] == "route" and routed["status"] == 200
+    assert routed["chosen_model"] == "large" and routed["predicted"] == {"small": 0.2, "large": 0.9}
+    assert routed["attempts"] == []
+    assert refused.status_code == 200 and refused.json()["status"] == 404
     assert entry["synthetic_model"] == "router-stub-0.6"
     assert entry["predicted"] == {"small": 0.2, "large": 0.9}
     assert entry["knob"] == pytest.approx(0.6) and "threshold" in entry["reason"]

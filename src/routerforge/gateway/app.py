@@ -211,7 +211,7 @@ def create_app(
             text = body.text()
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        out = await svc.route(principal, body.model, text, explain=body.explain)
+        out = await svc.route(principal, body.model, text, explain=body.explain, request_id=request_id)
         out["request_id"] = request_id
         return JSONResponse(out, headers={MODEL_HEADER: out["model"], REQUEST_ID_HEADER: request_id})
 

@@ -213,24 +213,52 @@ class GatewayService:
         return decision, budget
 
     async def route(
-        self, principal: Principal, model: str, text: str, *, explain: bool = True
+        self,
+        principal: Principal,
+        model: str,
+        text: str,
+        *,
+        explain: bool = True,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Route only (``POST /v1/route``): the decision, the predictions and the neighbours; no upstream call."""
-        decision, budget = await self._decide(principal, model, text, None)
-        out = decision.to_dict()
-        out["budget_fraction_left"] = budget.fraction_left if budget else None
-        out["explanation"] = None
-        out["neighbours"] = []
-        if explain and decision.synthetic_model is not None:
-            target = self.routing.resolve(principal.tenant, model)
-            if target.router is not None:
-                router = target.router
-                loop = asyncio.get_running_loop()
-                executor = self.routing.batcher(router).executor
-                exp = _jsonable(await loop.run_in_executor(executor, router.explain, text))
-                details = exp.get("details") or {}
-                out["neighbours"] = list(details.pop("neighbours", None) or [])[:10]
-                out["explanation"] = exp
+        """Route only (``POST /v1/route``): the decision, the predictions and the neighbours; no upstream call.
+
+        With a ``request_id`` the call is written to the request log (endpoint ``route``), refusals included.
+        """
+        started = time.perf_counter()
+        log = None
+        if request_id is not None:
+            log = self._log_row(request_id, principal, model, "route", prompt=text)
+        try:
+            decision, budget = await self._decide(principal, model, text, None)
+            out = decision.to_dict()
+            out["budget_fraction_left"] = budget.fraction_left if budget else None
+            out["explanation"] = None
+            out["neighbours"] = []
+            if explain and decision.synthetic_model is not None:
+                target = self.routing.resolve(principal.tenant, model)
+                if target.router is not None:
+                    router = target.router
+                    loop = asyncio.get_running_loop()
+                    executor = self.routing.batcher(router).executor
+                    exp = _jsonable(await loop.run_in_executor(executor, router.explain, text))
+                    details = exp.get("details") or {}
+                    out["neighbours"] = list(details.pop("neighbours", None) or [])[:10]
+                    out["explanation"] = exp
+        except BaseException as exc:
+            if log is not None:
+                self._finish_log(log, started, status=error_code(exc), error=str(exc))
+            raise
+        if log is not None:
+            log.update(
+                synthetic_model=decision.synthetic_model,
+                chosen_model=decision.model,
+                predicted=decision.predicted or None,
+                reason=decision.reason,
+                knob=out["knob"],
+                routing_ms=decision.routing_ms,
+            )
+            self._finish_log(log, started, status=200, error=None)
         return out
 
     async def prepare(self, principal: Principal, req: ChatCompletionRequest, request_id: str) -> Prepared:

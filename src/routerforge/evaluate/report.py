@@ -99,6 +99,14 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return html.escape(str(value))
 
 
+TIMING_HEADER = ("fit s", "p50 ms", "p99 ms", "CPU ms")
+
+
+def _timing_cells(entry: dict[str, Any]) -> list[str]:
+    """Fit time and per-prompt predict latency of one router's results, formatted."""
+    return [_fmt(entry.get(k)) for k in ("fit_s", "predict_ms_p50", "predict_ms_p99", "predict_cpu_ms_p50")]
+
+
 def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main results table (shared by the HTML page, markdown and the terminal)."""
     if doc.get("mode") == "binary":
@@ -108,10 +116,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "APGR (101)",
             "CPT(50%)",
             "CPT(80%)",
-            "fit s",
-            "p50 ms",
-            "p99 ms",
-            "CPU ms",
+            *TIMING_HEADER,
         ]
         rows = [
             [
@@ -120,10 +125,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(e["apgr_101"]),
                 _fmt(e["cpt50"], pct=True),
                 _fmt(e["cpt80"], pct=True),
-                _fmt(e.get("fit_s")),
-                _fmt(e.get("predict_ms_p50")),
-                _fmt(e.get("predict_ms_p99")),
-                _fmt(e.get("predict_cpu_ms_p50")),
+                *_timing_cells(e),
             ]
             for name, e in doc["routers"].items()
         ]
@@ -133,10 +135,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "AIQ",
         "quality @ best cost",
         "cost share @ best quality",
-        "fit s",
-        "p50 ms",
-        "p99 ms",
-        "CPU ms",
+        *TIMING_HEADER,
     ]
     rows = [
         [
@@ -144,10 +143,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _fmt(e["aiq"]),
             _fmt(e["quality_at_best_cost"]),
             _fmt(e["cost_share_at_best_quality"], pct=True),
-            _fmt(e.get("fit_s")),
-            _fmt(e.get("predict_ms_p50")),
-            _fmt(e.get("predict_ms_p99")),
-            _fmt(e.get("predict_cpu_ms_p50")),
+            *_timing_cells(e),
         ]
         for name, e in doc["routers"].items()
     ]

@@ -58,3 +58,17 @@ def check_query(
                 f"Index query: {len(sparse)} sparse vectors for {arr.shape[0]} dense vectors."
             )
     return arr
+
+
+def build_requests(
+    dense: np.ndarray,
+    sparse: Sequence[SparseVector] | None,
+    *,
+    mode: QueryMode,
+    dim: int,
+    limit: int,
+    make: Any,
+) -> list[Any]:
+    """Check a batched query and build one engine request per row with ``make(vector, sparse_or_none)``."""
+    arr = check_query(dense, sparse, mode, dim, limit)
+    return [make(arr[i], None if sparse is None else sparse[i]) for i in range(arr.shape[0])]

@@ -15,7 +15,7 @@ import numpy as np
 
 from routerforge.embed.base import SparseVector
 from routerforge.errors import ArtifactError, ConfigError
-from routerforge.index._common import QUERY_BATCH, UPSERT_BATCH, check_query, check_upsert
+from routerforge.index._common import QUERY_BATCH, UPSERT_BATCH, build_requests, check_upsert
 from routerforge.index.base import DENSE_VECTOR, RRF_K, SPARSE_VECTOR, Hit, QueryMode
 
 
@@ -101,13 +101,14 @@ class QdrantIndex:
         prefetch_limit: int | None = None,
         with_payload: bool = False,
     ) -> list[list[Hit]]:
-        arr = check_query(dense, sparse, mode, self.dim, limit)
-        requests = [
-            self._request(
-                arr[i], None if sparse is None else sparse[i], limit, mode, prefetch_limit, with_payload
-            )
-            for i in range(arr.shape[0])
-        ]
+        requests = build_requests(
+            dense,
+            sparse,
+            mode=mode,
+            dim=self.dim,
+            limit=limit,
+            make=lambda vec, sp: self._request(vec, sp, limit, mode, prefetch_limit, with_payload),
+        )
         out: list[list[Hit]] = []
         for start in range(0, len(requests), QUERY_BATCH):
             responses = self._client.query_batch_points(

@@ -245,9 +245,9 @@ def torch_loaded(pid: int) -> bool:
 def train_knn(home: Path, n_prompts: int) -> dict[str, Any]:
     """A knn router on synthetic prompts (two models: cheap is good on chat, strong on maths)."""
     try:
-        from routerforge.routers.pipeline import train_router
+        from routerforge.policy.trained import train_router
     except ImportError as exc:
-        return {"trained": False, "why": f"routers.pipeline unavailable: {exc}"}
+        return {"trained": False, "why": f"policy.trained unavailable: {exc}"}
     from routerforge.config import load_settings
     from routerforge.data.matrix import ScoreMatrix
 
@@ -321,6 +321,7 @@ def write_gateway_config(path: Path, upstream_port: int, counters: str = "auto")
                 ],
                 "limits": {"requests_per_minute": 10_000_000},
                 "counters": {"backend": counters, "prefix": "rf-bench-" + os.urandom(4).hex()},
+                "metrics": {"access": "open"},  # loopback only: the benchmark reads the routing time
             }
         )
     )
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-litellm", action="store_true", help="Do not run LiteLLM's proxy.")
     parser.add_argument("--workers", type=int, default=1, help="routerforge serve --workers N.")
     parser.add_argument(
-        "--counters", default=None, help="counters.backend (default: memory for 1 worker, redis for more)."
+        "--counters", default=None, help="counters.backend (default: auto (sql on the SQLite store) for 1 worker, redis for more)."
     )
     parser.add_argument("--litellm-bin", default=None, help="Path of a `litellm` proxy executable.")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(up)
         wait_http(up_port, "/v1/models", proc=up)
         gw_cfg = tmp / "gateway.yaml"
-        counters = args.counters or ("memory" if args.workers == 1 else "redis")
+        counters = args.counters or ("auto" if args.workers == 1 else "redis")
         write_gateway_config(gw_cfg, up_port, counters)
         results["settings"]["workers"] = args.workers
         results["settings"]["counters"] = counters

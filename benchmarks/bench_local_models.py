@@ -124,8 +124,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"({_f(r.get('best_quality_strong_share'), True)}) | {_f(r.get('strong_share_at_strong_quality'), True)} "
             f"| {_f(r.get('cost_share_at_strong_quality'), True)} |",
             "",
-            f"Mean score / nominal cost per query: {costs}. Nominal prices are proportional to the parameter "
-            f"count (local models are free){cheaper}",
+            f"Mean score / nominal cost per query: {costs}. Nominal prices (local models are free): "
+            f"{qs['nominal_prices']['rule']}{cheaper}",
             "",
             "Step times (s): " + ", ".join(f"{k} {v}" for k, v in qs["timings_s"].items()),
         ]

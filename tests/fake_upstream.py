@@ -15,7 +15,10 @@ with the header ``x-fake-fault: {"kind": "status", "status": 503}`` (JSON of :cl
 - ``stall_stream``: send ``after_chunks`` chunks, then go silent for ``delay_s`` (default 30 s);
 - ``broken_stream``: send ``after_chunks`` chunks, then drop the connection mid-SSE;
 - ``stream_error``: send ``after_chunks`` chunks, then an in-band ``data: {"error": …}`` event;
-- ``malformed_json``: a 200 whose body (or first SSE event) is not valid JSON.
+- ``malformed_json``: a 200 whose body (or first SSE event) is not valid JSON;
+- ``echo_headers``: HTTP ``status`` whose error echoes every request header, ``Authorization`` included
+  (an OpenAI-style JSON error below 500, plain text from 500; in a stream, an in-band error event after
+  ``after_chunks`` chunks), like a careless proxy: the key must not reach our clients or logs.
 
 Usage::
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import threading
@@ -51,6 +55,7 @@ FaultKind = Literal[
     "broken_stream",
     "stream_error",
     "malformed_json",
+    "echo_headers",
 ]
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -67,6 +72,7 @@ class Fault:
     after_chunks: int = 2  # broken_stream / stall_stream / stream_error: chunks sent before the fault
     model: str | None = None  # only requests for this model (None: any model)
     times: int | None = 1  # how many matching requests it affects (None: every one)
+    echo: str = ""  # echo_headers: the request headers, filled in per request
 
     def delay(self) -> float:
         if self.delay_s is not None:
@@ -248,6 +254,8 @@ class FakeUpstream:
                 self.calls.append(
                     Call(path, model, stream, fault.kind if fault else None, body, safe_headers, port)
                 )
+        if fault is not None and fault.kind == "echo_headers":
+            fault = dataclasses.replace(fault, echo=_header_dump(headers))
         await self._answer(send, receive, body, str(model), stream, fault)
 
     @staticmethod
@@ -269,6 +277,13 @@ class FakeUpstream:
         fault: Fault | None,
     ) -> None:
         kind = fault.kind if fault else None
+        if fault is not None and kind == "echo_headers" and not stream:
+            message = f"Unauthorized. Your request headers were: {fault.echo}"
+            if fault.status >= 500:
+                await _raw(send, fault.status, message.encode(), "text/plain")
+            else:
+                await _json(send, fault.status, _error(message, "echo", fault.status))
+            return
         if fault is not None and kind == "status":
             extra = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             await _json(
@@ -333,8 +348,9 @@ class FakeUpstream:
             if fault is not None and i == fault.after_chunks:
                 if kind == "broken_stream":
                     raise _BrokenStream("injected: connection dropped mid-stream")
-                if kind == "stream_error":
-                    err = _error("Injected error mid-stream", "server_error", 500)
+                if kind in ("stream_error", "echo_headers"):
+                    text = "Injected error mid-stream" + (f"; headers: {fault.echo}" if fault.echo else "")
+                    err = _error(text, "server_error", 500)
                     await send({"type": "http.response.body", "body": _sse(err), "more_body": False})
                     return
                 if kind == "stall_stream":
@@ -366,6 +382,10 @@ async def _wait_or_disconnect(receive: Receive, delay_s: float) -> bool:
     finally:
         watcher.cancel()
     return True
+
+
+def _header_dump(headers: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in headers.items())
 
 
 def _error(message: str, code: str, status: int) -> dict[str, Any]:

@@ -383,8 +383,8 @@ def test_model_spec_from_candidate() -> None:
     cand = CandidateModel(
         id="gpt",
         provider="openai/gpt-4o",
-        input_cost_usd_per_mtok=2.5,
-        output_cost_usd_per_mtok=10,
+        input_usd_per_mtok=2.5,
+        output_usd_per_mtok=10,
         context_window=128000,
         capabilities={"tools": True, "vision": False},
     )

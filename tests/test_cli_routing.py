@@ -226,7 +226,7 @@ def test_bench_bad_input(
 def test_train_route_calibrate_export_import(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("routerforge.routers.pipeline")
+    pytest.importorskip("routerforge.policy.trained")
     rdir = tmp_path / "r"
     assert (
         main(["train", "mlp", "--data", "toy", "--out", str(rdir), "--json", "-p", "n_estimators=1"]) == 0
@@ -237,10 +237,12 @@ def test_train_route_calibrate_export_import(
     assert (rdir / "cost_model_weights.npy").is_file()  # per-prompt price estimates from recorded costs
 
     prompt = "algebra question 999: explain algebra item 3"
-    assert main(["route", str(rdir), prompt, "--json", "--strong", "strong", "--weak", "weak"]) == 0
+    assert main(["route", str(rdir), prompt, "--json", "--model", "strong", "--model", "weak"]) == 0
     decision = json.loads(capsys.readouterr().out)
-    assert decision["policy"] == "binary" and decision["model"] in ("strong", "weak")
-    assert set(decision["predicted"]) == set(MODELS) and decision["knob"] == {"threshold": 0.5}
+    assert decision["policy"] == "threshold" and decision["model"] in ("strong", "weak")
+    assert set(decision["predicted"]) == {"strong", "weak"} and decision["knob"] == 0.5
+    assert decision["details"]["strong"] == "strong"  # the higher mean training score
+    assert decision["details"]["knob_source"] == "default"
     assert decision["details"]["explanation"]["router"] == "mlp"
     assert main(["route", str(rdir), prompt, "--json", "--lambda", "1e9"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "tiny"  # cost dominates
@@ -267,12 +269,14 @@ def test_train_route_calibrate_export_import(
         == 0
     )
     cal = json.loads(capsys.readouterr().out)
-    assert cal["n_heldout"] == 32 and cal["policy"] == "binary"
+    assert cal["n_heldout"] == 32 and cal["policy"] == "threshold"
     assert cal["expected"]["strong_share"] == pytest.approx(0.25, abs=0.05)
     saved = json.loads((rdir / "calibration.json").read_text())
     assert saved["knob"] == cal["knob"] and saved["strong"] == "strong"
-    assert main(["route", str(rdir), prompt, "--json"]) == 0  # uses the calibrated threshold and pair
-    assert json.loads(capsys.readouterr().out)["knob"] == cal["knob"]
+    # the calibrated threshold applies to its pair; a 3-model router without a knob is routed by λ
+    assert main(["route", str(rdir), prompt, "--json", "-m", "strong", "-m", "weak"]) == 0
+    routed = json.loads(capsys.readouterr().out)
+    assert routed["knob"] == cal["knob"]["threshold"] and routed["details"]["knob_source"] == "calibration"
     assert main(["calibrate", str(rdir), "--data", "toy", "--target", "cost-per-1k=3", "--json"]) == 0
     wtp = json.loads(capsys.readouterr().out)
     assert wtp["policy"] == "wtp" and wtp["expected"]["cost_per_1k"] <= 3.0
@@ -323,3 +327,77 @@ def test_import_validates_the_router(tmp_path: Path, capsys: pytest.CaptureFixtu
     not_router.mkdir()
     assert main(["router", "export", str(not_router), str(tmp_path / "x.tar.gz")]) == 2
     assert "router.json is missing" in capsys.readouterr().err
+
+
+def test_registered_prices_route_bench_and_calibrate_data_without_costs(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`routerforge models add` prices stand in for recorded costs in train, route, bench and calibrate."""
+    from routerforge.config import load_settings
+    from routerforge.data.store import Store
+
+    store = Store.from_settings(load_settings())
+    records = _records(seed=4)
+    for r in records:
+        r.cost_usd = None
+    store.import_records("nocost", records)
+    store.close()
+    rdir = tmp_path / "r"
+    assert (
+        main(["train", "mlp", "--data", "nocost", "--out", str(rdir), "-p", "n_estimators=1", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["priced"] is False
+    assert main(["route", str(rdir), "algebra question 1", "--lambda", "1", "--json"]) != 0
+    assert "needs a price" in capsys.readouterr().err
+    for model, price in (("strong", 10.0), ("weak", 1.0), ("tiny", 0.1)):
+        assert (
+            main(
+                [
+                    "models",
+                    "add",
+                    model,
+                    "--input-price",
+                    str(price),
+                    "--output-price",
+                    str(price),
+                    "--no-lookup",
+                ]
+            )
+            == 0
+        )
+    capsys.readouterr()
+    assert (
+        main(["train", "mlp", "--data", "nocost", "--out", str(rdir), "-p", "n_estimators=1", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["priced"] is True
+    assert main(["route", str(rdir), "algebra question 1", "--lambda", "1e9", "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["model"] == "tiny" and decision["prices_usd"]["strong"] > decision["prices_usd"]["tiny"]
+    out = tmp_path / "n.json"
+    assert (
+        main(
+            [
+                "bench",
+                "--data",
+                "nocost",
+                "-r",
+                "mlp",
+                *FAST,
+                "--folds",
+                "3",
+                "--json",
+                str(out),
+                "--latency-sample",
+                "2",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    assert (
+        doc["mode"] == "nmodel"
+        and doc["single_models"]["strong"]["cost"] > doc["single_models"]["tiny"]["cost"]
+    )
+    assert main(["calibrate", str(rdir), "--data", "nocost", "--target", "cost-per-1k=1", "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["policy"] == "wtp" and cal["expected"]["cost_per_1k"] <= 1.0

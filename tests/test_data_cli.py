@@ -125,7 +125,7 @@ def test_models_commands(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = run(capsys, "models", "add", "mini", "--provider", "openai/gpt-4o-mini", "--json")
     added = json.loads(out)
     assert code == 0
-    assert added["input_cost_usd_per_mtok"] > 0 and added["context_window"] >= 100_000
+    assert added["input_usd_per_mtok"] > 0 and added["context_window"] >= 100_000
     assert "gpt-4o-mini" in added["defaults_from"]
 
     code, out, _ = run(
@@ -143,8 +143,8 @@ def test_models_commands(rf_home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0
     code, out, _ = run(capsys, "models", "show", "mini", "--json")
     shown = json.loads(out)
-    assert shown["input_cost_usd_per_mtok"] == 1.5 and shown["capabilities"]["vision"] is False
-    assert shown["output_cost_usd_per_mtok"] == added["output_cost_usd_per_mtok"]
+    assert shown["input_usd_per_mtok"] == 1.5 and shown["capabilities"]["vision"] is False
+    assert shown["output_usd_per_mtok"] == added["output_usd_per_mtok"]
 
     code, _, _ = run(capsys, "models", "add", "local-llm", "--base-url", "http://127.0.0.1:8080/v1")
     assert code == 0

@@ -239,14 +239,14 @@ def test_unknown_and_deleted_datasets(store: Store) -> None:
 
 def test_candidate_models(store: Store) -> None:
     model = CandidateModel(
-        "gpt", provider="openai/gpt-4o", input_cost_usd_per_mtok=2.5, capabilities={"tools": True}
+        "gpt", provider="openai/gpt-4o", input_usd_per_mtok=2.5, capabilities={"tools": True}
     )
     store.upsert_model(model)
     store.upsert_model(CandidateModel("local", base_url="http://127.0.0.1:8080/v1"))
     assert store.get_model("gpt") == model
-    model.output_cost_usd_per_mtok = 10.0
+    model.output_usd_per_mtok = 10.0
     store.upsert_model(model)
-    assert store.get_model("gpt").output_cost_usd_per_mtok == 10.0
+    assert store.get_model("gpt").output_usd_per_mtok == 10.0
     assert [m.id for m in store.list_models()] == ["gpt", "local"]
     store.delete_model("local")
     with pytest.raises(UnknownModelError, match="Available: gpt"):
@@ -333,11 +333,41 @@ def test_empty_imports_write_nothing(store: Store) -> None:
 def test_upsert_model_rejects_what_a_user_gets_wrong(store: Store) -> None:
     for bad in (
         CandidateModel(id=" padded "),
-        CandidateModel(id="m", input_cost_usd_per_mtok=float("nan")),
-        CandidateModel(id="m", output_cost_usd_per_mtok=-1.0),
+        CandidateModel(id="m", input_usd_per_mtok=float("nan")),
+        CandidateModel(id="m", output_usd_per_mtok=-1.0),
         CandidateModel(id="m", context_window=0),
         CandidateModel(id="m", base_url="127.0.0.1:8000"),
     ):
         with pytest.raises(ValidationError):
             store.upsert_model(bad)
     assert store.list_models() == []
+
+
+def test_price_columns_are_renamed_without_losing_prices(tmp_path: Path) -> None:
+    """A store created before the one-price-spelling migration keeps its registered prices."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrations = str(files("routerforge") / "migrations")
+    config = Config(str(Path(migrations) / "alembic.ini"), stdout=io.StringIO())
+    config.set_main_option("script_location", migrations)
+    config.set_main_option("version_locations", str(Path(migrations) / "versions"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001_initial")
+        conn.execute(
+            text(
+                "INSERT INTO candidate_models (id, input_cost_usd_per_mtok, output_cost_usd_per_mtok,"
+                " capabilities, created, updated)"
+                " VALUES ('old-model', 2.5, 10.0, '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    model = store.get_model("old-model")
+    store.close()
+    assert (model.input_usd_per_mtok, model.output_usd_per_mtok) == (2.5, 10.0)

@@ -310,7 +310,8 @@ def test_budget_refuses_with_429(rf_home: Path, upstream: FakeUpstream) -> None:
                     model="large", messages=[{"role": "user", "content": "x" * 40}]
                 )
         assert info.value.response.json()["error"]["type"] == "insufficient_quota"
-        metrics = httpx.get(server.url + "/metrics").text
+        admin, _ = app.state.keys.create("ops", admin=True)
+        metrics = httpx.get(server.url + "/metrics", headers={"authorization": f"Bearer {admin}"}).text
     assert 'routerforge_budget_left_usd{tenant="acme"}' in metrics
 
 
@@ -322,6 +323,8 @@ def test_models_health_and_metrics(gw: Gateway) -> None:
     with gw.http(None) as h:
         assert h.get("/healthz").json()["status"] == "ok"
         assert h.get("/readyz").status_code == 200
+        assert h.get("/metrics").status_code == 401  # tenants and spend: admin keys only by default
+    with gw.http(gw.key("ops", admin=True)) as h:
         text = h.get("/metrics").text
     assert 'routerforge_requests_total{chosen_model="small",status="200",synthetic_model="small"}' in text
     assert "routerforge_upstream_latency_seconds_bucket" in text

@@ -18,7 +18,8 @@ from gateway_server import LoopbackServer
 from routerforge.config import Settings, load_settings
 from routerforge.gateway.app import create_app
 from routerforge.gateway.config import parse_gateway_config
-from routerforge.gateway.routing import shift_amount, shift_policy
+from routerforge.gateway.routing import LoadedRouter
+from routerforge.policy import DecisionEngine, PriceEstimator
 
 MODELS = ["small", "large"]
 
@@ -30,12 +31,17 @@ class StubRouter:
         self.directory = directory
         self.name = directory.name
         self.models = list(MODELS)
+        prices = PriceEstimator(MODELS, list_prices={"small": (1.0, 1.0), "large": (30.0, 60.0)})
+        self.engine = DecisionEngine(MODELS, mean_scores={"small": 0.6, "large": 0.9}, prices=prices)
 
     def predict(self, text: str) -> np.ndarray:
         return np.array([0.2, 0.9]) if "hard" in text else np.array([0.8, 0.85])
 
     def predict_many(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.predict(t) for t in texts])
+        pred = np.stack([self.predict(t) for t in texts])
+        return np.hstack([pred, self.engine.prices.estimate(texts)])
+
+    split = LoadedRouter.split
 
     def explain(self, text: str) -> dict[str, Any]:
         return {
@@ -96,7 +102,7 @@ def test_threshold_synthetic_model_and_route_only(rf_home: Path, upstream: FakeU
         )
         assert hard.headers["x-routerforge-model"] == "large"
         assert easy.headers["x-routerforge-model"] == "small"
-        assert "router-stub-0.5" in [m.id for m in client.models.list().data]
+        assert "router-stub" in [m.id for m in client.models.list().data]
         r = httpx.post(
             server.url + "/v1/route",
             headers={"authorization": f"Bearer {key}"},
@@ -110,7 +116,7 @@ def test_threshold_synthetic_model_and_route_only(rf_home: Path, upstream: FakeU
         assert unknown.status_code == 404
         assert r["model"] == "large" and r["policy"] == "threshold" and r["knob"] == pytest.approx(0.6)
         assert r["predicted"] == {"small": 0.2, "large": 0.9}
-        assert "P(strong needed)=0.850" in r["reason"]
+        assert "P(strong needed) = 0.850" in r["reason"]
         assert r["neighbours"] == [{"text": "n1", "similarity": 0.9}]
         assert upstream.count() == 2  # route-only made no upstream call
         app.state.service.logs.flush()
@@ -189,7 +195,7 @@ def test_tenants_use_only_their_own_routers(rf_home: Path, upstream: FakeUpstrea
                 "data"
             ]
         }
-        assert "globex-smart" not in a_models and "router-secret-0.5" not in a_models and "frugal" in a_models
+        assert "globex-smart" not in a_models and "router-secret" not in a_models and "frugal" in a_models
         client = openai.OpenAI(base_url=server.base_url, api_key=kg, max_retries=0)
         raw_resp = client.chat.completions.with_raw_response.create(model="router-secret-0.5", messages=msg)
         assert raw_resp.headers["x-routerforge-model"] == "large"
@@ -200,20 +206,9 @@ def test_tenants_use_only_their_own_routers(rf_home: Path, upstream: FakeUpstrea
         assert tol.headers["x-routerforge-model"] == "small"  # 0.8 within 0.1 of 0.85, and cheaper
 
 
-def test_shift_rules() -> None:
-    assert shift_amount(None, 0.2) == 0.0 and shift_amount(0.5, 0.2) == 0.0
-    assert shift_amount(0.1, 0.2) == pytest.approx(0.5) and shift_amount(0.0, 0.2) == 1.0
-    prices = np.array([0.001, 0.03])
-    assert shift_policy("threshold", 0.4, 0.5, prices) == pytest.approx(0.7)
-    assert shift_policy("wtp", 0.0, 0.5, prices) == pytest.approx(500.0)
-    assert shift_policy("tolerance", 0.0, 1.0, prices) == pytest.approx(1.0)
-
-
 def test_trained_knn_router_end_to_end(rf_home: Path, upstream: FakeUpstream) -> None:
-    pipeline = pytest.importorskip(
-        "routerforge.routers.pipeline", reason="routers.pipeline is not available yet"
-    )
     from routerforge.data.matrix import ScoreMatrix
+    from routerforge.policy import trained as pipeline
 
     settings = settings_for(rf_home)
     rng = np.random.default_rng(0)

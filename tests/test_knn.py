@@ -12,10 +12,10 @@ from pydantic import SecretStr
 from routerforge.config import EmbedSettings
 from routerforge.data.matrix import ScoreMatrix
 from routerforge.embed.base import SparseVector
-from routerforge.errors import ArtifactError, ConfigError
+from routerforge.errors import ArtifactError, ConfigError, ValidationError
+from routerforge.policy.trained import TrainedRouter, train_router
 from routerforge.routers.base import PromptBatch
 from routerforge.routers.knn import KnnRouter
-from routerforge.routers.pipeline import TrainedRouter, train_router
 
 MODELS = ["a", "b"]
 
@@ -201,20 +201,83 @@ def test_k_larger_than_the_training_set_is_fine() -> None:
     assert pred.shape == (1, 2)
 
 
-def test_saved_shard_is_copied_and_survives_the_original(tmp_path: Path) -> None:
-    X, scores = _clusters()
-    router = KnnRouter(k=5).fit(X, scores, MODELS)
-    q = _query([1.0, 0.3])
+def _hybrid(n: int = 60) -> tuple[PromptBatch, np.ndarray]:
+    """Clusters plus BM25 document vectors: a rare word marks a few prompts of cluster 1."""
+    from routerforge.embed.sparse import Bm25Encoder
+
+    X, scores = _clusters(n_per=n // 2)
+    texts = [t + (" zebra" if i % 7 == 0 else "") for i, t in enumerate(X.texts)]
+    bm25 = Bm25Encoder().fit(texts)
+    return PromptBatch(texts, X.dense, bm25.encode_documents(texts)), scores
+
+
+def _hybrid_query(bm25_texts: list[str]) -> PromptBatch:
+    from routerforge.embed.sparse import Bm25Encoder
+
+    q = _query([1.0, 0.3], "cluster zebra prompt")
+    return PromptBatch(q.texts, q.dense, Bm25Encoder().fit(bm25_texts).encode_queries(q.texts))
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_saved_router_holds_arrays_only_and_rebuilds_its_index(tmp_path: Path, mode: str) -> None:
+    X, scores = _hybrid() if mode == "hybrid" else _clusters()
+    router = KnnRouter(k=5, mode=mode).fit(X, scores, MODELS)  # type: ignore[arg-type]
+    q = _hybrid_query(X.texts) if mode == "hybrid" else _query([1.0, 0.3])
     before = router.predict_scores(q)
     router.save(tmp_path / "r")
-    assert (tmp_path / "r" / "shard" / "edge_config.json").is_file()
     router.close()
+    files = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert all(f == "router.json" or f.endswith(".npy") for f in files), (
+        files
+    )  # no index shard in the directory
+    assert ("knn_sparse_values.npy" in files) == (mode == "hybrid")
+    state = json.loads((tmp_path / "r" / "router.json").read_text())["state"]
+    assert state == {"effective_mode": mode, "index": {"kind": "edge"}}
     one = KnnRouter.load(tmp_path / "r")
     two = KnnRouter.load(tmp_path / "r")  # the artifact is read-only: several loads at once work
     np.testing.assert_array_equal(one.predict_scores(q), before)
     np.testing.assert_array_equal(two.predict_scores(q), before)
+    assert one.explain(q).details["neighbours"][0]["text"].startswith("cluster 0")
     one.save(tmp_path / "copy")
+    one.close()
+    with pytest.raises(ValidationError, match="closed"):
+        one.predict_scores(q)
     np.testing.assert_array_equal(KnnRouter.load(tmp_path / "copy").predict_scores(q), before)
+
+
+def _edit_state(directory: Path, **state: object) -> None:
+    doc = json.loads((directory / "router.json").read_text())
+    doc["state"].update(state)
+    (directory / "router.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        ({"index": {"kind": "qdrant", "collection": "../../collections/other"}}, "invalid Qdrant collection"),
+        ({"index": {"kind": "qdrant", "collection": "/abs"}}, "invalid Qdrant collection"),
+        ({"index": {"kind": "nfs", "path": "/etc"}}, "without a valid index reference"),
+        ({"index": None, "shard": "/tmp/elsewhere"}, "without a valid index reference"),
+    ],
+)
+def test_index_reference_in_router_json_is_checked(
+    tmp_path: Path, state: dict[str, object], words: str
+) -> None:
+    X, scores = _clusters()
+    KnnRouter(k=5).fit(X, scores, MODELS).save(tmp_path / "r")
+    _edit_state(tmp_path / "r", **state)
+    with pytest.raises(ArtifactError, match=words):
+        KnnRouter.load(tmp_path / "r")
+
+
+def test_inconsistent_arrays_are_refused(tmp_path: Path) -> None:
+    X, scores = _clusters()
+    KnnRouter(k=5).fit(X, scores, MODELS).save(tmp_path / "r")
+    offsets = np.load(tmp_path / "r" / "knn_text_offsets.npy")
+    offsets[-1] += 10_000  # would read past the text bytes
+    np.save(tmp_path / "r" / "knn_text_offsets.npy", offsets)
+    with pytest.raises(ArtifactError, match="inconsistent knn arrays"):
+        KnnRouter.load(tmp_path / "r")
 
 
 # -- the embedding pipeline ---------------------------------------------------------------------------
@@ -250,7 +313,8 @@ def test_train_router_and_load_it_back(tmp_path: Path, mode: str) -> None:
     assert saved["settings"]["provider"] == "hash"
     assert "api_key" not in saved["settings"]
     assert "sk-secret" not in (tmp_path / "r" / "embedder.json").read_text()
-    assert saved["training"] == {"dataset": "toy", "n_prompts": 24}
+    manifest = json.loads((tmp_path / "r" / "routing.json").read_text())
+    assert (manifest["dataset"], manifest["n_train"], manifest["models"]) == ("toy", 24, MODELS)
     assert (tmp_path / "r" / "bm25.json").is_file() == (mode == "hybrid")
     loaded = TrainedRouter.load(tmp_path / "r")
     assert loaded.models == MODELS
@@ -273,3 +337,6 @@ def test_trained_router_needs_its_embedding_state(tmp_path: Path) -> None:
         TrainedRouter.load(tmp_path / "r", embedder=HashEmbedder(dim=8))
     with pytest.raises(ArtifactError, match=r"embedder\.json"):
         TrainedRouter.load(tmp_path / "missing")
+    (tmp_path / "r" / "routing.json").unlink()
+    with pytest.raises(ArtifactError, match=r"routing\.json.*retrain"):
+        TrainedRouter.load(tmp_path / "r", embedder=HashEmbedder(dim=16))

@@ -13,6 +13,7 @@ SRC = Path(routerforge.__file__).parent
 LAYERS = {
     "errors": 0,
     "config": 0,
+    "files": 0,
     "data": 1,
     "embed": 2,
     "index": 3,

@@ -23,7 +23,7 @@ def _skip_unless(model: str) -> None:
 async def test_smollm2_answers_a_real_prompt(tmp_path: Path) -> None:
     _skip_unless("smollm2-135m")
     backend = LlamaCppBackend(
-        "smollm2-135m", cache_dir=tmp_path, input_cost_usd_per_mtok=0.1, output_cost_usd_per_mtok=0.1
+        "smollm2-135m", cache_dir=tmp_path, input_usd_per_mtok=0.1, output_usd_per_mtok=0.1
     )
     try:
         result = await backend.complete(
@@ -105,7 +105,7 @@ def test_registry_factory_builds_the_local_backend() -> None:
     backend = build_backend(spec)
     assert isinstance(backend, LlamaCppBackend)
     assert backend.spec.id == "smollm2-135m" and backend.n_threads == 2
-    assert backend.output_cost_usd_per_mtok == 0.3
+    assert backend.output_usd_per_mtok == 0.3
     assert isinstance(from_spec(ModelSpec(id="smollm2-135m", provider="llamacpp")), LlamaCppBackend)
 
 

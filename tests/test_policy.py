@@ -11,7 +11,9 @@ from routerforge.data.records import CandidateModel
 from routerforge.errors import UnknownModelError, ValidationError
 from routerforge.evaluate.calibration import Target, calibrate_binary, calibrate_wtp, parse_target
 from routerforge.policy import (
-    BinaryPolicy,
+    DecisionEngine,
+    Policy,
+    PriceEstimator,
     choose_tolerance,
     choose_wtp,
     constraint_mask,
@@ -22,6 +24,7 @@ from routerforge.policy import (
     query_prices,
     router_model_name,
     strong_probability,
+    strong_weak,
     threshold_for_share,
 )
 
@@ -35,14 +38,32 @@ def test_strong_probability_definition() -> None:
     np.testing.assert_allclose(p, [0.9, 0.5, 0.0, 0.55])
 
 
-def test_binary_policy_threshold() -> None:
+def test_threshold_policy_through_the_engine() -> None:
     pred = np.array([[0.9, 0.1], [0.55, 0.5], [0.2, 0.8]])  # p = 0.9, 0.525, 0.2
-    assert BinaryPolicy("s", "w", 0.5).choose(["s", "w"], pred) == ["s", "s", "w"]
-    assert BinaryPolicy("s", "w", 0.6).choose(["s", "w"], pred) == ["s", "w", "w"]
-    assert BinaryPolicy("s", "w", 0.0).choose(["s", "w"], pred) == ["s"] * 3
-    assert BinaryPolicy("w", "s", 0.5).choose(["s", "w"], pred) == ["s", "s", "w"]  # roles, not columns
+    engine = DecisionEngine(["s", "w"], mean_scores={"s": 0.8, "w": 0.6})
+    assert engine.pair() == ("s", "w")
+    for knob, want in ((0.5, ["s", "s", "w"]), (0.6, ["s", "w", "w"]), (0.0, ["s"] * 3)):
+        idx = engine.choose(pred, None, Policy("threshold", knob, "test"))
+        assert [engine.models[i] for i in idx] == want
+    swapped = DecisionEngine(["w", "s"], mean_scores={"s": 0.8, "w": 0.6})  # roles, not columns
+    idx = swapped.choose(pred[:, ::-1], None, Policy("threshold", 0.5, "test"))
+    assert [swapped.models[i] for i in idx] == ["s", "s", "w"]
     with pytest.raises(UnknownModelError):
-        BinaryPolicy("x", "w").choose(["s", "w"], pred)
+        engine.choose(pred, None, Policy("threshold", 0.5, "test"), candidates=["x", "w"])
+
+
+def test_strong_is_the_higher_mean_score_whatever_the_order_or_price() -> None:
+    # the case: [cheap-model, pricey-model], predictions [0.8, 0.9], threshold 0.7
+    means = {"cheap-model": 0.7, "pricey-model": 0.9}
+    assert strong_weak(["cheap-model", "pricey-model"], means) == ("pricey-model", "cheap-model")
+    assert strong_weak(["pricey-model", "cheap-model"], means) == ("pricey-model", "cheap-model")
+    # a stronger model that is cheaper is still the strong one; ties go to the pricier model
+    assert strong_weak(["a", "b"], {"a": 0.9, "b": 0.5}, {"a": 0.001, "b": 1.0}) == ("a", "b")
+    assert strong_weak(["a", "b"], {"a": 0.5, "b": 0.5}, {"a": 2.0, "b": 1.0}) == ("a", "b")
+    engine = DecisionEngine(["cheap-model", "pricey-model"], mean_scores=means)
+    d = engine.decide(np.array([0.8, 0.9]), None, kind="threshold", knob=0.7)
+    # p(strong needed) = 0.5 + (0.9 - 0.8) / 2 = 0.55 < 0.7 → the weak (cheap) model
+    assert d.model == "cheap-model" and d.details["p_strong"] == pytest.approx(0.55)
 
 
 def test_threshold_for_share() -> None:
@@ -53,10 +74,13 @@ def test_threshold_for_share() -> None:
 
 
 def test_synthetic_model_names() -> None:
-    assert parse_router_model("router-knn-0.35") == ("knn", 0.35)
-    assert parse_router_model("router-mf-1") == ("mf", 1.0)
-    assert parse_router_model("gpt-4") is None
-    assert parse_router_model(router_model_name("sw", 0.125)) == ("sw", 0.125)
+    assert parse_router_model("router-knn-0.35") == [("knn", 0.35), ("knn-0.35", None)]
+    assert parse_router_model("router-mf-1")[0] == ("mf", 1.0)
+    assert parse_router_model("router-mmlu-ensemble") == [("mmlu-ensemble", None)]
+    assert parse_router_model("gpt-4") == []
+    assert parse_router_model("router-" + "a" * 300) == []  # router names are bounded
+    assert parse_router_model(router_model_name("sw", 0.125))[0] == ("sw", 0.125)
+    assert router_model_name("knn") == "router-knn"
 
 
 def test_wtp_extremes_and_ties() -> None:
@@ -101,7 +125,7 @@ def test_query_prices_rules() -> None:
     prompts = ["a" * 400, "b" * 40]  # 100 and 10 tokens
     assert estimate_tokens(prompts[0]) == 100 and estimate_tokens("") == 1
     records = np.array([[0.5, np.nan, np.nan], [np.nan, np.nan, np.nan]])
-    catalog = {"mid": CandidateModel("mid", input_cost_usd_per_mtok=1000.0, output_cost_usd_per_mtok=2000.0)}
+    catalog = {"mid": CandidateModel("mid", input_usd_per_mtok=1000.0, output_usd_per_mtok=2000.0)}
     prices = query_prices(prompts, MODELS, records, catalog, output_tokens=100)
     assert prices[0, 0] == 0.5  # the record's own cost
     assert prices[1, 0] == 0.5  # the model's mean recorded cost
@@ -173,34 +197,72 @@ def test_calibrate_wtp() -> None:
 
 
 def test_decide_uses_calibration_and_explicit_knobs() -> None:
-    from routerforge.policy import decide, resolve_binary_pair
-
     models = ["s", "w"]
-    pred = np.array([[0.8, 0.6]])  # p(strong needed) = 0.6
-    assert decide(models, "q", pred).model == "s"  # default threshold 0.5
-    calib = {"policy": "binary", "knob": {"threshold": 0.7}, "strong": "s", "weak": "w"}
-    d = decide(models, "q", pred, calibration=calib)
-    assert (d.model, d.policy, d.knob) == ("w", "binary", {"threshold": 0.7}) and "0.600" in d.reason
-    assert decide(models, "q", pred, calibration=calib, threshold=0.55).model == "s"
+    pred = np.array([0.8, 0.6])  # p(strong needed) = 0.6
+    means = {"s": 0.9, "w": 0.5}
+    assert DecisionEngine(models, mean_scores=means).decide(pred, None).model == "s"  # default 0.5
+    calib = {"policy": "threshold", "knob": {"threshold": 0.7}, "strong": "s", "weak": "w"}
+    engine = DecisionEngine(models, mean_scores=means, calibration=calib)
+    d = engine.decide(pred, None)
+    assert (d.model, d.policy, d.knob) == ("w", "threshold", 0.7) and "0.600" in d.reason
+    assert d.details["knob_source"] == "calibration"
+    assert engine.decide(pred, None, kind="threshold", knob=0.55).model == "s"
+    old_spelling = DecisionEngine(models, mean_scores=means, calibration=calib | {"policy": "binary"})
+    assert old_spelling.decide(pred, None).knob == 0.7
     three = ["a", "b", "c"]
-    assert resolve_binary_pair(three) is None
-    costs = {"a": 0.01, "b": 0.001, "c": 0.0001}
-    pred3 = np.array([[0.9, 0.85, 0.1]])
-    assert decide(three, "q", pred3, mean_cost_usd=costs).model == "a"  # λ = 0
-    assert decide(three, "q", pred3, mean_cost_usd=costs, lam=50.0).model == "b"
-    assert (
-        decide(
-            three, "q", pred3, mean_cost_usd=costs, calibration={"policy": "wtp", "knob": {"lambda": 1e6}}
-        ).model
-        == "c"
+    prices = PriceEstimator(three, mean_cost_usd={"a": 0.01, "b": 0.001, "c": 0.0001})
+    e3 = DecisionEngine(three, mean_scores={"a": 0.9, "b": 0.8, "c": 0.1}, prices=prices)
+    pred3 = np.array([0.9, 0.85, 0.1])
+    row = prices.estimate(["q"])[0]
+    assert e3.decide(pred3, row).model == "a"  # λ = 0
+    assert e3.decide(pred3, row, kind="wtp", knob=50.0).model == "b"
+    calibrated = DecisionEngine(
+        three, prices=prices, calibration={"policy": "wtp", "knob": {"lambda": 1e6}, "models": three}
     )
-    assert decide(three, "q", pred3, mean_cost_usd=costs, tolerance=0.1).model == "b"
-    with pytest.raises(ValidationError, match="no prices"):
-        decide(three, "q", pred3)
+    assert calibrated.decide(pred3, row).model == "c"
+    assert calibrated.decide(pred3, row, candidates=["a", "b"]).details["knob_source"] == "default"
+    assert e3.decide(pred3, row, kind="tolerance", knob=0.1).model == "b"
+    assert e3.decide(pred3, row, allowed=["b", "c"]).model == "b"
+    assert e3.decide(pred3, row, kind="threshold").details["strong"] == "a"  # a pair among three
+    with pytest.raises(ValidationError, match="needs a price"):
+        DecisionEngine(three).decide(pred3, np.full(3, np.nan))
+    with pytest.raises(ValidationError, match="No candidate"):
+        e3.decide(pred3, row, allowed=["zzz"])
+
+
+def test_budget_shift_moves_the_knob_toward_cheaper_models() -> None:
+    from routerforge.policy import shift_amount, shift_knob
+
+    assert shift_amount(None, 0.2) == 0.0 and shift_amount(0.5, 0.2) == 0.0
+    assert shift_amount(0.1, 0.2) == pytest.approx(0.5) and shift_amount(0.0, 0.2) == 1.0
+    prices = np.array([0.001, 0.01])
+    assert shift_knob("threshold", 0.4, 0.5, prices) == pytest.approx(0.7)
+    assert shift_knob("wtp", 0.0, 0.5, prices) == pytest.approx(500.0)
+    assert shift_knob("tolerance", 0.0, 1.0, prices) == pytest.approx(1.0)
+    engine = DecisionEngine(["s", "w"], mean_scores={"s": 0.9, "w": 0.5})
+    d = engine.decide(np.array([0.9, 0.5]), None, budget_fraction_left=0.0)
+    assert d.model == "w" and d.details["budget_shift"] == 1.0 and "budget low" in d.reason
+
+
+def test_price_estimator_uses_costs_then_list_prices_then_means(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    dense = rng.normal(size=(50, 4))
+    costs = np.c_[np.exp(dense[:, 0] - 6.0), np.full(50, np.nan), np.full(50, np.nan)]
+    catalog = {"b": CandidateModel("b", input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)}
+    est = PriceEstimator.fit(["a", "b", "c"], dense, costs, catalog)
+    assert not est.has_prices()  # c has no price at all
+    out = est.estimate(["x" * 400], dense[:1])
+    assert np.isfinite(out[0, 0]) and out[0, 1] == pytest.approx((100 * 1.0 + 256 * 2.0) / 1e6)
+    assert np.isnan(out[0, 2])
+    filled = est.with_list_prices({"c": (0.5, 0.5), "b": (9.0, 9.0)})  # fills c only, never overrides b
+    assert filled.has_prices() and filled.estimate(["x" * 400])[0, 1] == out[0, 1]
+    est.save(tmp_path)
+    again = PriceEstimator.from_dict(est.to_dict(), tmp_path)
+    np.testing.assert_allclose(again.estimate(["x" * 400], dense[:1]), out)
 
 
 def test_cost_model_learns_prompt_dependent_prices(tmp_path: Path) -> None:
-    from routerforge.policy.pricing import CostModel, estimated_prices
+    from routerforge.policy.pricing import CostModel
 
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(200, 8))
@@ -214,5 +276,7 @@ def test_cost_model_learns_prompt_dependent_prices(tmp_path: Path) -> None:
     again = CostModel.load(tmp_path)
     assert again is not None and np.allclose(again.predict(dense[:5])[:, :2], est[:, :2])
     assert CostModel.load(tmp_path / "nothing") is None
-    prices = estimated_prices(["p"] * 5, ["a", "b", "c"], dense[:5], model, fallback_mean_usd={"c": 0.5})
+    prices = PriceEstimator(["a", "b", "c"], mean_cost_usd={"c": 0.5}, cost_model=model).estimate(
+        ["p"] * 5, dense[:5]
+    )
     assert np.allclose(prices[:, :2], est[:, :2]) and (prices[:, 2] == 0.5).all()

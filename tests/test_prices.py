@@ -21,7 +21,7 @@ def test_lookup_without_importing_litellm() -> None:
     already = "litellm" in sys.modules
     price = prices.lookup_price("gpt-4o-mini")
     assert price is not None and price.key == "gpt-4o-mini"
-    assert price.input_cost_usd_per_mtok == pytest.approx(0.15)
+    assert price.input_usd_per_mtok == pytest.approx(0.15)
     assert price.context_window and price.context_window >= 100_000
     assert price.capabilities.get("tools") is True
     assert ("litellm" in sys.modules) == already  # the JSON file was read directly
@@ -32,12 +32,12 @@ def test_lookup_without_importing_litellm() -> None:
 @needs_litellm
 def test_with_default_prices_keeps_explicit_values() -> None:
     model = CandidateModel(
-        "m", provider="openai/gpt-4o-mini", input_cost_usd_per_mtok=9.0, capabilities={"vision": False}
+        "m", provider="openai/gpt-4o-mini", input_usd_per_mtok=9.0, capabilities={"vision": False}
     )
     filled, price = prices.with_default_prices(model)
     assert price is not None
-    assert filled.input_cost_usd_per_mtok == 9.0
-    assert filled.output_cost_usd_per_mtok == price.output_cost_usd_per_mtok
+    assert filled.input_usd_per_mtok == 9.0
+    assert filled.output_usd_per_mtok == price.output_usd_per_mtok
     assert filled.capabilities["vision"] is False and filled.capabilities["tools"] is True
     unknown, none = prices.with_default_prices(CandidateModel("private-model"))
     assert none is None and unknown == CandidateModel("private-model")

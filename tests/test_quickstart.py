@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from routerforge.backends.llamacpp import installed_local_models
 from routerforge.cli.main import main
-from routerforge.cli.quickstart import cost_share_at_strong_quality
+from routerforge.cli.quickstart import STRONG_PRICE_RATIO, cost_share_at_strong_quality, nominal_prices
+from routerforge.data.matrix import ScoreMatrix
 
 
 def test_cost_share_interpolates_the_quality_curve() -> None:
@@ -18,6 +20,35 @@ def test_cost_share_interpolates_the_quality_curve() -> None:
     assert share == pytest.approx(0.75) and cost == pytest.approx((0.75 * 2 + 0.25 * 1) / 2)
     assert cost_share_at_strong_quality(curve, 0.6, 2.0, 1.0) == (None, None)
     assert cost_share_at_strong_quality([[0.0, 0.5], [1.0, 0.5]], 0.5, 2.0, 1.0) == (0.0, 0.5)
+
+
+def _matrix(train: list[list[float]], test: list[list[float]]) -> ScoreMatrix:
+    rows = train + test
+    return ScoreMatrix(
+        name="m",
+        keys=[f"k{i}" for i in range(len(rows))],
+        prompts=[f"p{i}" for i in range(len(rows))],
+        models=["small", "big"],
+        scores=np.array(rows, dtype=float),
+        costs=np.zeros((len(rows), 2)),
+        splits=["train"] * len(train) + ["test"] * len(test),
+    )
+
+
+def test_nominal_prices_follow_accuracy_on_the_training_prompts_only() -> None:
+    # 'small' is more accurate on the training prompts, 'big' on the test prompts: training decides
+    m = _matrix([[1, 0], [1, 0], [0, 1]], [[0, 1], [0, 1], [0, 1], [0, 1]])
+    pricing = nominal_prices(m, tie_break={"small": 135, "big": 270})
+    assert pricing["strong"] == "small" and pricing["train_prompts"] == 3
+    assert pricing["train_accuracy"] == {
+        "small": pytest.approx(2 / 3, abs=1e-4),
+        "big": pytest.approx(1 / 3, abs=1e-4),
+    }
+    prices = pricing["usd_per_mtok"]
+    assert prices["small"] == pytest.approx(STRONG_PRICE_RATIO * prices["big"]) and prices["big"] > 0
+    # a tie goes to the larger model
+    tie = nominal_prices(_matrix([[1, 1], [0, 0]], [[1, 0]]), tie_break={"small": 135, "big": 270})
+    assert tie["strong"] == "big"
 
 
 @pytest.mark.llama
@@ -29,7 +60,19 @@ def test_quickstart_small_run(rf_home: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["quickstart", "--out", str(out), "--size", "20", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["prompts"] == 20 and len(summary["models"]) == 2
-    assert summary["nominal_prices"] and all(v > 0 for v in summary["mean_cost_usd"].values())
+    assert all(v > 0 for v in summary["mean_cost_usd"].values())
+    pricing = summary["nominal_prices"]
+    strong = pricing["strong"]
+    weak = next(m for m in summary["models"] if m != strong)
+    from routerforge.tasks import generate_tasks
+
+    n_train = sum(1 for item in generate_tasks(20, seed=0) if item.split == "train")
+    assert pricing["train_prompts"] == n_train and "training prompts" in pricing["rule"]
+    assert pricing["train_accuracy"][strong] >= pricing["train_accuracy"][weak]
+    assert pricing["usd_per_mtok"][strong] == pytest.approx(
+        STRONG_PRICE_RATIO * pricing["usd_per_mtok"][weak]
+    )
+    assert summary["mean_cost_usd"][strong] > summary["mean_cost_usd"][weak]  # the stronger one costs more
     assert (out / "report" / "index.html").is_file() and (out / "report" / "results.json").is_file()
     assert (out / "router").is_dir() and (out / "gateway.yaml").is_file()
     assert "routing" in summary and summary["routing"]["oracle_apgr"] is not None
@@ -41,6 +84,17 @@ def test_quickstart_small_run(rf_home: Path, tmp_path: Path, capsys: pytest.Capt
     gateway = load_gateway_config(out / "gateway.yaml")
     assert [m.id for m in gateway.models] == summary["models"]
     assert gateway.synthetic_models[0].router == str(out / "router")
+    assert {m.id: m.output_usd_per_mtok for m in gateway.models} == pricing["usd_per_mtok"]
+
+    # the quickstart's router works with the CLI: calibrate on its held-out prompts, then route
+    router = str(out / "router")
+    code = main(["calibrate", router, "--data", "quickstart", "--target", "strong-share=0.3", "--json"])
+    calibration = json.loads(capsys.readouterr().out)
+    assert code == 0 and calibration["n_heldout"] >= 1
+    assert (out / "router" / "calibration.json").is_file()
+    assert main(["route", router, "What is 12 + 30?", "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["model"] in summary["models"] and decision["knob"] == calibration["knob"]
 
     # a rerun resumes: every cell is already in the eval set, nothing is called again
     assert main(["quickstart", "--out", str(out), "--size", "20", "--json"]) == 0

@@ -18,10 +18,18 @@ class RouterForgeError(Exception):
     exit_code: int = 1
     http_status: int = 500
     error_type: str = "routerforge_error"
+    code: str | None = None  # OpenAI-style machine-readable ``error.code`` (e.g. "context_length_exceeded")
+    param: str | None = None  # the request field at fault, as ``error.param``
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, code: str | None = None, param: str | None = None
+    ) -> None:
         self.message = message
         self.hint = hint
+        if code is not None:
+            self.code = code
+        if param is not None:
+            self.param = param
         super().__init__(message if hint is None else f"{message} {hint}")
 
 
@@ -88,6 +96,13 @@ class ArtifactError(RouterForgeError):
 
     exit_code = 2
     http_status = 500
+
+
+class IndexUnavailableError(ConfigError):
+    """The Qdrant server named by ``index.url`` cannot be reached or refused a request."""
+
+    http_status = 503
+    error_type = "server_error"
 
 
 def _available(names: Iterable[str]) -> str:
@@ -172,10 +187,19 @@ class RateLimitError(RouterForgeError):
     error_type = "rate_limit_error"
 
 
+class RequestLogError(RouterForgeError):
+    """The request log could not be written while ``logging.durability: commit`` requires every row."""
+
+    http_status = 503
+    error_type = "server_error"
+    code = "request_log_unavailable"
+
+
 class SpendingCapError(RouterForgeError):
-    """An evaluation run reached its hard spending cap."""
+    """An evaluation run reached its hard spending cap. ``report`` holds the run's report when set."""
 
     exit_code = 3
+    report: Any = None
 
 
 class FallbackExhaustedError(UpstreamError):

@@ -47,11 +47,11 @@ class _LoopThread:
         self.loop.close()
 
 
-async def _next(agen: AsyncIterator[bytes]) -> bytes:
+async def _next(agen: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
     return await anext(agen)
 
 
-async def _aclose(agen: AsyncIterator[bytes]) -> None:
+async def _aclose(agen: AsyncIterator[dict[str, Any]]) -> None:
     close = getattr(agen, "aclose", None)
     if close is not None:
         await close()
@@ -140,22 +140,16 @@ class Client:
         return self._stream(prep)
 
     def _stream(self, prep: Any) -> Iterator[Any]:
-        import json
-
         from openai.types.chat import ChatCompletionChunk
 
         stream = self._loop.run(self._service.open_stream(prep))
-        agen = self._service.sse(prep, stream)
+        agen = self._service.stream_bodies(prep, stream)
         try:
             while True:
                 try:
-                    raw: bytes = self._loop.run(_next(agen))
+                    obj = self._loop.run(_next(agen))
                 except StopAsyncIteration:
                     break
-                data = raw.decode()[6:].strip()
-                if data == "[DONE]":
-                    continue
-                obj = json.loads(data)
                 if "error" in obj:
                     from routerforge.errors import UpstreamError
 
@@ -175,7 +169,7 @@ class Client:
         """Rate an earlier answer (the response ``id`` is ``chatcmpl-<request id>``)."""
         rid = request_id.removeprefix("chatcmpl-")
         fb = FeedbackRequest(request_id=rid, rating=rating, labels=labels or {})
-        return self._service.add_feedback(self.principal, fb)
+        return self._service.request_log.rate_for(self.principal, fb)
 
     def close(self) -> None:
         if self._remote is not None:

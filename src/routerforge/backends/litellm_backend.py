@@ -6,7 +6,8 @@ otherwise), and silences its help banners. LiteLLM's own retries are switched of
 fallbacks and circuit breaking belong to :mod:`routerforge.backends.reliability`.
 
 Every LiteLLM exception is translated once into :class:`~routerforge.errors.UpstreamError` using its
-``status_code`` (retryable: 408/409/425/429/5xx, timeouts, connection errors).
+``status_code`` (retryable: 408/409/425/429/5xx, timeouts, connection errors); its text is redacted of
+credentials first (:func:`~routerforge.backends.redact.redact_secrets`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 
 from routerforge.backends.base import ChatChunk, ChatRequest, ChatResult
 from routerforge.backends.openai_compat import is_retryable_status, parse_retry_after
+from routerforge.backends.redact import redact_secrets, secrets_of
 from routerforge.backends.spec import ModelSpec
 from routerforge.errors import ConfigError, UpstreamError
 
@@ -122,6 +124,9 @@ class LiteLLMBackend:
             kwargs.pop("stream_options", None)
         return kwargs
 
+    def _secrets(self) -> list[str]:
+        return secrets_of(self._api_key, self._headers)
+
     def _translate(self, exc: Exception) -> UpstreamError:
         lib = self._lib()
         status = getattr(exc, "status_code", None)
@@ -135,7 +140,7 @@ class LiteLLMBackend:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
         retry_after = parse_retry_after(headers.get("retry-after")) if headers is not None else None
-        message = str(getattr(exc, "message", None) or exc)[:300]
+        message = redact_secrets(str(getattr(exc, "message", None) or exc), self._secrets())[:300]
         return UpstreamError(
             f"{self.name}: {type(exc).__name__}: {message}",
             provider=self.provider,
@@ -157,8 +162,9 @@ class LiteLLMBackend:
             choice = response.choices[0]
             text = choice.message.content or ""
         except (AttributeError, IndexError, TypeError) as exc:
+            text = redact_secrets(f"{response!r:.200}", self._secrets())
             raise UpstreamError(
-                f"{self.name}: malformed response: {response!r:.200}", provider=self.provider, retryable=False
+                f"{self.name}: malformed response: {text}", provider=self.provider, retryable=False
             ) from exc
         usage = getattr(response, "usage", None)
         hidden = getattr(response, "_hidden_params", None) or {}

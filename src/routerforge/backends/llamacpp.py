@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from routerforge.backends.base import ChatChunk, ChatRequest, ChatResult
+from routerforge.data.records import cost_usd
 from routerforge.errors import ConfigError, UnknownModelError, UpstreamError
 
 PROVIDER = "llamacpp"
@@ -187,8 +188,8 @@ class LlamaCppBackend:
         n_threads: int = 1,
         n_ctx: int | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
-        input_cost_usd_per_mtok: float = 0.0,
-        output_cost_usd_per_mtok: float = 0.0,
+        input_usd_per_mtok: float = 0.0,
+        output_usd_per_mtok: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.spec = spec if isinstance(spec, LocalModelSpec) else find_local_model(spec)
@@ -196,8 +197,8 @@ class LlamaCppBackend:
         self.n_threads = n_threads
         self.n_ctx = n_ctx or self.spec.n_ctx
         self.default_max_tokens = default_max_tokens
-        self.input_cost_usd_per_mtok = input_cost_usd_per_mtok
-        self.output_cost_usd_per_mtok = output_cost_usd_per_mtok
+        self.input_usd_per_mtok = input_usd_per_mtok
+        self.output_usd_per_mtok = output_usd_per_mtok
         self.seed = seed
         self._llama: Any = None
         self._load_lock = threading.Lock()
@@ -272,7 +273,7 @@ class LlamaCppBackend:
         return kwargs
 
     def _cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_cost_usd_per_mtok + tokens_out * self.output_cost_usd_per_mtok) / 1e6
+        return float(cost_usd(self.input_usd_per_mtok, self.output_usd_per_mtok, tokens_in, tokens_out))
 
     def complete_sync(self, request: ChatRequest) -> ChatResult:
         """One blocking call (used by :meth:`complete` on the model's worker thread)."""
@@ -427,6 +428,6 @@ def from_spec(spec: Any) -> LlamaCppBackend:
         n_threads=int(options.get("n_threads", 1)),
         n_ctx=int(options["n_ctx"]) if options.get("n_ctx") else None,
         default_max_tokens=int(options.get("max_tokens", spec.max_output_tokens or DEFAULT_MAX_TOKENS)),
-        input_cost_usd_per_mtok=float(spec.input_usd_per_mtok or 0.0),
-        output_cost_usd_per_mtok=float(spec.output_usd_per_mtok or 0.0),
+        input_usd_per_mtok=float(spec.input_usd_per_mtok or 0.0),
+        output_usd_per_mtok=float(spec.output_usd_per_mtok or 0.0),
     )

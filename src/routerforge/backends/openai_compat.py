@@ -7,7 +7,9 @@ failure is translated once into :class:`~routerforge.errors.UpstreamError`:
 - not retryable (but a fallback chain may still try another model): 400, 401, 403, 404, 413, 422 and
   any other 4xx; a 2xx body that is not the expected JSON.
 
-The API key is sent as ``Authorization: Bearer …`` and never appears in messages, reprs or logs.
+The API key is sent as ``Authorization: Bearer …`` and never appears in messages, reprs or logs: the text
+of every failure (an upstream's error body included) goes through
+:func:`~routerforge.backends.redact.redact_secrets` in ``_fail``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from routerforge.backends.base import ChatChunk, ChatRequest, ChatResult
+from routerforge.backends.redact import redact_secrets, secrets_of
 from routerforge.backends.spec import ModelSpec
 from routerforge.errors import UpstreamError
 
@@ -62,8 +65,9 @@ def request_payload(request: ChatRequest, model: str, *, stream: bool, stream_us
     body["model"] = model
     if stream:
         body["stream"] = True
-        if stream_usage:
-            body.setdefault("stream_options", {"include_usage": True})
+        if stream_usage:  # usage arrives in a last chunk: what the request log counts and prices
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     else:
         body.pop("stream", None)
         body.pop("stream_options", None)
@@ -175,7 +179,7 @@ class OpenAICompatBackend:
         self, message: str, *, status: int | None, retryable: bool, retry_after: float | None = None
     ) -> UpstreamError:
         return UpstreamError(
-            f"{self.name}: {message}",
+            f"{self.name}: {redact_secrets(message, secrets_of(self._api_key, self._headers))}",
             provider=self.provider,
             status_code=status,
             retryable=retryable,

@@ -15,28 +15,7 @@ from typing import Any
 
 from routerforge.backends.base import ChatResult
 from routerforge.backends.spec import ModelSpec
-
-
-def cost_usd(
-    input_usd_per_mtok: float | None,
-    output_usd_per_mtok: float | None,
-    tokens_in: int | None,
-    tokens_out: int | None,
-) -> float | None:
-    """USD for one call, or ``None`` when a needed price or token count is unknown.
-
-    A side with zero tokens needs no price (a prompt-only call costs input tokens only).
-    """
-    total = 0.0
-    for price, tokens in ((input_usd_per_mtok, tokens_in), (output_usd_per_mtok, tokens_out)):
-        if tokens is None:
-            return None
-        if tokens == 0:
-            continue
-        if price is None:
-            return None
-        total += tokens * price / 1e6
-    return total
+from routerforge.data.records import cost_usd
 
 
 def spec_cost_usd(spec: ModelSpec, tokens_in: int | None, tokens_out: int | None) -> float | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -36,8 +37,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from routerforge.backends.base import ChatBackend, ChatChunk, ChatRequest, ChatResult
 from routerforge.backends.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Clock
-from routerforge.backends.fit import RequestNeeds, misfit
+from routerforge.backends.fit import CHARS_PER_TOKEN, RequestNeeds, estimate_prompt_tokens, misfit
 from routerforge.backends.pricing import spec_cost_usd, with_cost
+from routerforge.backends.redact import redact_error, secrets_of
 from routerforge.backends.registry import build_backend
 from routerforge.backends.spec import ModelSpec
 from routerforge.errors import FallbackExhaustedError, UnknownModelError, UpstreamError
@@ -93,6 +95,7 @@ class ChainResult:
     result: ChatResult  # cost_usd filled from usage × the model's prices when the upstream gave none
     model: ModelSpec
     attempts: list[Attempt]
+    usage_estimated: bool = False  # the upstream reported no usage: tokens are estimates (see ChainStream)
 
 
 def counts_against_model(error: UpstreamError) -> bool:
@@ -243,6 +246,7 @@ class UpstreamPool:
                         ) from exc
                 except UpstreamError as err:
                     latency_ms = (time.perf_counter() - start) * 1000.0
+                    redact_error(err, secrets_of(spec.api_key, spec.headers))
                     self._record_failure(spec, err)
                     attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
                     delay = self.retry.delay_s(retry + 1, err, self._rng) if err.retryable else None
@@ -269,7 +273,14 @@ class UpstreamPool:
         result = won.value
         if result.latency_ms is None:
             result = dataclasses.replace(result, latency_ms=won.attempt.latency_ms)
-        return ChainResult(with_cost(result, won.spec), won.spec, won.attempts)
+        estimated = not result.tokens_in or result.tokens_out is None
+        if estimated:
+            result = dataclasses.replace(
+                result,
+                tokens_in=result.tokens_in or estimate_prompt_tokens(request),
+                tokens_out=_output_tokens(result.tokens_out, result.text),
+            )
+        return ChainResult(with_cost(result, won.spec), won.spec, won.attempts, estimated)
 
     async def open_stream(self, candidates: Sequence[str | ModelSpec], request: ChatRequest) -> ChainStream:
         """Start streaming from the first candidate that produces content; fall back until then.
@@ -309,6 +320,7 @@ class UpstreamPool:
             won.start,
             won.timeout_s,
             guard_chunks=guard,
+            request=request,
         )
 
 
@@ -327,6 +339,11 @@ class _Won(Generic[T]):
     attempt: Attempt
     start: float  # perf_counter at the start of the winning attempt
     timeout_s: float
+
+
+def _output_tokens(reported: int | None, text: str) -> int:
+    """``reported``, else an estimate from the answer's text (characters / 4)."""
+    return reported if reported is not None else math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def _has_content(chunk: ChatChunk) -> bool:
@@ -373,7 +390,10 @@ class ChainStream:
 
     ``attempts`` (shared with the chain) ends with this model's attempt, which is updated when the
     stream ends: ``latency_ms`` becomes the total time, ``status`` ``"error"`` on a mid-stream failure.
-    After the stream: ``text``, ``finish_reason``, ``tokens_in``, ``tokens_out``, ``cost_usd``.
+    After the stream: ``text``, ``finish_reason``, ``tokens_in``, ``tokens_out``, ``cost_usd``. Usage is the
+    upstream's (OpenAI-compatible backends ask for it with ``stream_options.include_usage``); when the
+    upstream reports none (or a prompt of 0 tokens), the stream's end fills in estimates — prompt tokens as
+    in ``backends/fit.py``, output tokens as characters / 4 — and sets ``usage_estimated``.
     """
 
     def __init__(
@@ -388,6 +408,7 @@ class ChainStream:
         start: float,
         timeout_s: float,
         guard_chunks: bool = True,
+        request: ChatRequest | None = None,
     ) -> None:
         self.model = model
         self.attempts = attempts
@@ -395,6 +416,8 @@ class ChainStream:
         self.finish_reason: str | None = None
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
+        self.usage_estimated = False
+        self._request = request
         self.upstream_cost_usd: float | None = None
         self.error: UpstreamError | None = None
         self.done = False
@@ -433,6 +456,14 @@ class ChainStream:
         if isinstance(usage, dict) and isinstance(usage.get("cost"), int | float):
             self.upstream_cost_usd = float(usage["cost"])
 
+    def _estimate_missing_usage(self) -> None:
+        if not self.tokens_in and self._request is not None:  # 0: an upstream that does not count
+            self.tokens_in = estimate_prompt_tokens(self._request)
+            self.usage_estimated = True
+        if self.tokens_out is None:
+            self.tokens_out = _output_tokens(None, self.text)
+            self.usage_estimated = True
+
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
         if self._runner is not None:
             raise RuntimeError("A ChainStream can be iterated only once.")
@@ -463,6 +494,7 @@ class ChainStream:
                 self._observe(chunk)
                 yield chunk
         except UpstreamError as err:
+            redact_error(err, secrets_of(self.model.api_key, self.model.headers))
             self.error = err
             self._attempt.status = "error"
             self._attempt.error = f"mid-stream: {err}"
@@ -471,6 +503,7 @@ class ChainStream:
             raise
         finally:
             self._attempt.latency_ms = (time.perf_counter() - self._start) * 1000.0
+            self._estimate_missing_usage()
         self.done = True
 
     async def aclose(self) -> None:
@@ -480,6 +513,7 @@ class ChainStream:
         if self._runner is not None:
             await self._runner.aclose()
         await _close(self._iterator)
+        self._estimate_missing_usage()
 
 
 __all__ = [

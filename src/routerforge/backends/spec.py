@@ -71,8 +71,8 @@ class ModelSpec(BaseModel):
             "id": model.id,
             "provider": model.provider or "openai",
             "base_url": model.base_url,
-            "input_usd_per_mtok": model.input_cost_usd_per_mtok,
-            "output_usd_per_mtok": model.output_cost_usd_per_mtok,
+            "input_usd_per_mtok": model.input_usd_per_mtok,
+            "output_usd_per_mtok": model.output_usd_per_mtok,
             "context_window": model.context_window,
             "capabilities": caps if model.capabilities else None,
         }

@@ -1,4 +1,4 @@
-"""``routerforge data``: import, list, inspect, export and delete datasets of eval records."""
+"""``routerforge data``: import, list, inspect, split, export and delete datasets of eval records."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 data_app = typer.Typer(
     name="data",
-    help="Import, inspect, export and delete datasets of eval records.",
+    help="Import, inspect, split, export and delete datasets of eval records.",
     no_args_is_help=True,
 )
 
@@ -264,6 +264,117 @@ def stats_cmd(
     oracle = stats["oracle_score"]
     table.add_row("[italic]oracle (best per prompt)[/]", "", "-" if oracle is None else f"{oracle:.3f}", "")
     console.print(table)
+
+
+@data_app.command("split")
+def split_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    test_size: Annotated[
+        float, typer.Option("--test-size", help="Share of prompts to hold out, in (0, 1).")
+    ] = 0.2,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Hold out whole values of this column: category, split, or a metadata key (e.g. subject). "
+            "Default: random prompts.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random choice of groups.")] = 0,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into", help="Names of the two new datasets: TRAIN,HELDOUT (default NAME-train,NAME-heldout)."
+        ),
+    ] = None,
+    inplace: Annotated[
+        bool,
+        typer.Option(
+            "--inplace", help="Set each prompt's split field to train/test instead of new datasets."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing target datasets, or an existing split field.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Split a dataset into training and held-out prompts; identical prompt texts never straddle the sides.
+
+    By default writes two new datasets, NAME-train and NAME-heldout: train routers on the first
+    (`routerforge train ROUTER --data NAME-train`), calibrate them on the second
+    (`routerforge calibrate DIR --data NAME-heldout`).
+    """
+    from routerforge.data.split import split_dataset
+    from routerforge.errors import ValidationError
+
+    targets: tuple[str, str] | None = None
+    if into is not None:
+        parts = [p.strip() for p in into.split(",")]
+        if len(parts) != 2:
+            raise ValidationError(
+                f"--into takes two names separated by a comma, got {into!r}.",
+                hint=f"Example: --into {name}-train,{name}-heldout.",
+            )
+        targets = (parts[0], parts[1])
+    store = open_store(ctx)
+    try:
+        doc = split_dataset(
+            store, name, test_size, by=by, seed=seed, into=targets, inplace=inplace, force=force
+        )
+    finally:
+        store.close()
+    if as_json:
+        print_json(doc)
+        return
+    _print_split(doc)
+
+
+def _print_split(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    train, test = doc["train"], doc["test"]
+    how = f"whole values of {doc['by']!r}" if doc["by"] else "random prompts"
+    console.print(
+        f"Split [bold]{doc['dataset']}[/] ({doc['prompts']:,} prompts, {doc['groups']:,} groups; {how}, "
+        f"seed {doc['seed']}): held out {test['prompts']:,} prompts ({100 * doc['test_fraction']:.1f} %, "
+        f"target {100 * doc['test_size']:.0f} %)."
+    )
+    for label, side in (("train   ", train), ("held out", test)):
+        records = f", {side['records']:,} records" if "records" in side else ""
+        where = f"split '{'train' if side is train else 'test'}'" if doc["mode"] == "inplace" else "dataset"
+        console.print(
+            f"  {label} {side['prompts']:>7,} prompts, {side['groups']:,} groups{records} → {where} "
+            f"[bold]{side['dataset']}[/]"
+        )
+    console.print(
+        f"  {doc['duplicate_texts']:,} texts appear on more than one row ({doc['duplicate_rows']:,} rows); "
+        "each is kept on one side."
+    )
+    if doc["by"]:
+        values = doc["held_out_values"]
+        shown = ", ".join(values[:8]) + (f", … ({len(values)} in all)" if len(values) > 8 else "")
+        console.print(f"  held-out values of {doc['by']!r}: {shown or 'none'}")
+        if doc["rows_without_value"]:
+            console.print(f"  {doc['rows_without_value']:,} prompts without a value were grouped together.")
+    if doc["mode"] == "inplace":
+        if doc["replaced_split"]:
+            console.print(f"  The previous split ({', '.join(doc['replaced_split'])}) was overwritten.")
+        console.print(
+            f"Next: `routerforge train ROUTER --data {doc['dataset']} --out DIR` trains on split 'train'; "
+            f"`routerforge calibrate DIR --data {doc['dataset']}` uses the rest."
+        )
+        return
+    if doc["ignored_split"]:
+        console.print(
+            f"  {doc['dataset']!r} had its own split ({', '.join(doc['ignored_split'])}); the new datasets "
+            "replace it by train/test."
+        )
+    console.print(
+        f"Next: `routerforge train ROUTER --data {train['dataset']} --out DIR`, then "
+        f"`routerforge calibrate DIR --data {test['dataset']} --target strong-share=0.3`."
+    )
 
 
 @data_app.command("export")

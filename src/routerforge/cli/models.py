@@ -73,8 +73,8 @@ def list_cmd(
         table.add_row(
             m.id,
             m.provider or m.base_url or "",
-            _price(m.input_cost_usd_per_mtok),
-            _price(m.output_cost_usd_per_mtok),
+            _price(m.input_usd_per_mtok),
+            _price(m.output_usd_per_mtok),
             "-" if m.context_window is None else f"{m.context_window:,}",
             caps,
         )
@@ -120,8 +120,8 @@ def add_cmd(
         id=model_id,
         provider=provider,
         base_url=base_url,
-        input_cost_usd_per_mtok=input_price,
-        output_cost_usd_per_mtok=output_price,
+        input_usd_per_mtok=input_price,
+        output_usd_per_mtok=output_price,
         context_window=context_window,
         capabilities=capabilities,
     )
@@ -139,8 +139,8 @@ def add_cmd(
         print_json({**_as_dict(model), "defaults_from": source})
         return
     typer.echo(
-        f"Saved {model.id}: input {_price(model.input_cost_usd_per_mtok)}, output "
-        f"{_price(model.output_cost_usd_per_mtok)} USD/Mtok, context "
+        f"Saved {model.id}: input {_price(model.input_usd_per_mtok)}, output "
+        f"{_price(model.output_usd_per_mtok)} USD/Mtok, context "
         f"{model.context_window if model.context_window is not None else '-'} (from {source})."
     )
 

@@ -1,10 +1,13 @@
 """``routerforge quickstart``: the whole loop offline, with the local models the project installs.
 
-generate the task suite → run the local models on it → judge the answers → train a knn router → bench it
-on held-out prompts (5 folds) with an HTML report → write a gateway config that serves the router.
+generate the task suite → run the local models on it → judge the answers → set nominal prices → train a
+knn router → bench it on held-out prompts (5 folds) with an HTML report → write a gateway config that
+serves the router.
 
-Local models cost nothing; the quickstart gives them *nominal* prices proportional to their parameter
-count so that cost-quality routing has something to trade, and says so.
+Local models cost nothing. So that cost-quality routing has something to trade, the quickstart gives them
+*nominal* prices after the eval run and before training: the model more accurate on the training prompts
+is priced ``STRONG_PRICE_RATIO`` times the other (:func:`nominal_prices`), its recorded costs are rewritten
+with these prices, and the summary records the rule.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ EVAL_SET = "quickstart"
 ROUTER = "knn"
 SYNTHETIC = "quickstart-knn"
 MAX_TOKENS = 32
+WEAK_USD_PER_MTOK = 0.10  # nominal price of the less accurate model (input and output tokens)
+STRONG_PRICE_RATIO = 10.0  # the more accurate model costs this many times more
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +54,7 @@ def quickstart(
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours of the knn router.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON at the end.")] = False,
 ) -> None:
-    """Run the whole loop offline with local models: tasks → eval → judge → train → bench → serve."""
+    """Run the whole loop offline with local models: tasks → eval → judge → price → train → bench → serve."""
     from rich.console import Console
 
     settings = state(ctx).settings
@@ -93,6 +98,10 @@ def run_quickstart(
         timings["eval_s"] = time.perf_counter() - t0
 
         matrix = store.load_matrix(EVAL_SET, models=[c.id for c in candidates])
+        params = {s.id: s.params_millions for s in local}
+        pricing = nominal_prices(matrix, tie_break=params)
+        candidates = _apply_prices(store, candidates, pricing, console)
+        matrix = store.load_matrix(EVAL_SET, models=[c.id for c in candidates])
     finally:
         store.close()
 
@@ -107,7 +116,7 @@ def run_quickstart(
 
     gateway_yaml = _write_gateway_config(out / "gateway.yaml", router_dir, candidates)
     timings["total_s"] = time.perf_counter() - started
-    summary = _summary(doc, matrix, run, router_dir, report, gateway_yaml, timings)
+    summary = _summary(doc, matrix, run, pricing, router_dir, report, gateway_yaml, timings)
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     _print_summary(summary, console)
     return summary
@@ -132,14 +141,10 @@ def _make_tasks(store: Any, size: int, seed: int, console: Console) -> None:
 def _candidates(settings: Settings, ids: list[str], console: Console) -> list[Candidate]:
     from routerforge.evalrun.models import local_candidate
 
-    candidates = [
-        local_candidate(i, cache_dir=settings.cache_dir, max_tokens=MAX_TOKENS, nominal_prices=True)
-        for i in ids
-    ]
-    prices = ", ".join(f"{c.id} ${c.output_usd_per_mtok:.3f}/Mtok" for c in candidates)
+    candidates = [local_candidate(i, cache_dir=settings.cache_dir, max_tokens=MAX_TOKENS) for i in ids]
     console.print(
-        f"[bold]2/5 eval[/]: local llama.cpp models {', '.join(ids)}. Local models are free; the quickstart "
-        f"gives them nominal prices from their parameter count ({prices}) so cost-quality routing is meaningful."
+        f"[bold]2/5 eval[/]: local llama.cpp models {', '.join(ids)} (free: nominal prices are set after "
+        "this run, from accuracy on the training prompts)."
     )
     return candidates
 
@@ -179,13 +184,89 @@ def _evaluate(store: Any, candidates: list[Candidate], console: Console) -> dict
     return report.to_dict()
 
 
-def _train(settings: Settings, matrix: ScoreMatrix, out: Path, k: int, console: Console) -> Path:
+def _train_rows(matrix: ScoreMatrix) -> Any:
+    """The rows the router trains on: split ``train`` (all rows without a split), every model scored."""
     import numpy as np
 
-    from routerforge.routers.pipeline import train_router
-
     rows = matrix.split_rows("train")
-    rows = rows[~np.isnan(matrix.scores[rows]).any(axis=1)]
+    if rows.size == 0:
+        rows = np.arange(matrix.n_prompts)
+    return rows[~np.isnan(matrix.scores[rows]).any(axis=1)]
+
+
+def nominal_prices(matrix: ScoreMatrix, *, tie_break: dict[str, float] | None = None) -> dict[str, Any]:
+    """Nominal prices for free local models, decided from the eval set's training prompts only.
+
+    Accuracy is the mean score over the prompts the router trains on: those of the ``train`` split (every
+    prompt when there is no split) with a score for every model. The most accurate model gets
+    ``STRONG_PRICE_RATIO`` × ``WEAK_USD_PER_MTOK`` per million tokens (input and output), every other model
+    ``WEAK_USD_PER_MTOK``; ties go to the larger ``tie_break`` value (parameter count),
+    then to the first model. The returned record goes into the summary as is.
+    """
+    import numpy as np
+
+    rows = _train_rows(matrix)
+    scores = matrix.scores[rows]
+    accuracy = {
+        m: float(np.nanmean(scores[:, j])) if np.isfinite(scores[:, j]).any() else 0.0
+        for j, m in enumerate(matrix.models)
+    }
+    sizes = tie_break or {}
+    strong = max(matrix.models, key=lambda m: (accuracy[m], sizes.get(m, 0.0), -matrix.models.index(m)))
+    strong_price = WEAK_USD_PER_MTOK * STRONG_PRICE_RATIO
+    return {
+        "rule": (
+            f"the model most accurate on the training prompts costs {STRONG_PRICE_RATIO:g}x the other "
+            f"(${strong_price:g} vs ${WEAK_USD_PER_MTOK:g} per million input or output tokens)"
+        ),
+        "train_prompts": int(rows.size),
+        "train_accuracy": {m: round(a, 4) for m, a in accuracy.items()},
+        "strong": strong,
+        "usd_per_mtok": {m: strong_price if m == strong else WEAK_USD_PER_MTOK for m in matrix.models},
+    }
+
+
+def _apply_prices(
+    store: Any, candidates: list[Candidate], pricing: dict[str, Any], console: Console
+) -> list[Candidate]:
+    """The candidates with their nominal prices, and the eval set's costs recomputed from the recorded
+    token counts with those prices (the candidate's own cost formula)."""
+    from dataclasses import replace
+
+    from routerforge.backends.base import ChatResult
+
+    prices = pricing["usd_per_mtok"]
+    priced = {
+        c.id: replace(c, input_usd_per_mtok=prices[c.id], output_usd_per_mtok=prices[c.id])
+        for c in candidates
+    }
+    records = [
+        replace(
+            r,
+            cost_usd=priced[r.model].cost_of(
+                ChatResult(text="", model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out)
+            ),
+        )
+        for r in store.iter_records(EVAL_SET)
+        if r.model in priced
+    ]
+    store.add_records(EVAL_SET, records)
+    accuracy = pricing["train_accuracy"]
+    shown = ", ".join(
+        f"{m} ${prices[m]:g}/Mtok (accuracy {accuracy[m]:.3f})"
+        for m in sorted(prices, key=lambda m: -prices[m])
+    )
+    console.print(
+        f"    nominal prices from accuracy on the {pricing['train_prompts']} training prompts: {shown}; "
+        "recorded costs rewritten with them"
+    )
+    return [priced[c.id] for c in candidates]
+
+
+def _train(settings: Settings, matrix: ScoreMatrix, out: Path, k: int, console: Console) -> Path:
+    from routerforge.policy.trained import train_router
+
+    rows = _train_rows(matrix)
     console.print(f"[bold]3/5 train[/]: knn router (k={k}) on the {rows.size} train prompts → {out}")
     trained = train_router(ROUTER, matrix, rows, settings.embed, out, {"k": k}, settings.cache_dir)
     close = getattr(trained, "close", None)
@@ -242,7 +323,7 @@ def _write_gateway_config(path: Path, router_dir: Path, candidates: list[Candida
                 "name": SYNTHETIC,
                 "router": str(router_dir),
                 "models": [c.id for c in candidates],
-                "policy": {"kind": "threshold", "knob": 0.5},
+                "policy": {"kind": "threshold"},
             }
         ],
         "require_auth": False,
@@ -283,6 +364,7 @@ def _summary(
     doc: dict[str, Any],
     matrix: ScoreMatrix,
     run: dict[str, Any],
+    pricing: dict[str, Any],
     router_dir: Path,
     report: Path,
     gateway_yaml: Path,
@@ -300,7 +382,7 @@ def _summary(
         "report": str(report),
         "gateway_config": str(gateway_yaml),
         "timings_s": {key: round(value, 1) for key, value in timings.items()},
-        "nominal_prices": True,
+        "nominal_prices": pricing,
     }
     if doc.get("mode") == "binary":
         strong, weak = doc["strong"], doc["weak"]
@@ -354,9 +436,15 @@ def _print_summary(summary: dict[str, Any], console: Console) -> None:
                 "    (here the stronger model is also the cheaper one: a router cannot save money against it, "
                 "only beat its quality where the weaker model is right, which the held-out curve shows or not)"
             )
+    pricing = summary["nominal_prices"]
+    console.print(f"    nominal prices: {pricing['rule']}; here the strong one is {pricing['strong']}")
     console.print(f"    report:  {summary['report']}")
     console.print(f"    router:  {summary['router_dir']}")
+    router = summary["router_dir"]
     console.print(
+        "Next:\n"
+        f"    routerforge calibrate {router} --data {EVAL_SET} --target strong-share=0.3   # on its held-out prompts\n"
+        f'    routerforge route {router} "What is 12 + 30?"\n'
         f"Serve it (OpenAI-compatible, local models, no key needed):\n"
         f"    routerforge serve --config {summary['gateway_config']}\n"
         f"    curl -s http://127.0.0.1:8000/v1/chat/completions -H 'content-type: application/json' "

@@ -1,6 +1,6 @@
 """Routing commands: ``train``, ``route``, ``bench``, ``calibrate`` and ``router export|import``.
 
-Thin commands: the work is in ``routers.pipeline`` (train/load a router with its embedder),
+Thin commands: the work is in ``policy.trained`` (train/load a router with its embedder),
 ``policy`` (choosing a model) and ``evaluate`` (splits, harness, calibration, reports).
 """
 
@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from routerforge.cli.context import print_json, state
-from routerforge.errors import ArtifactError, ConfigError, ValidationError
+from routerforge.cli.routing_archive import DEFAULT_MAX_FILES, DEFAULT_MAX_MIB
+from routerforge.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
     from routerforge.config import Settings
     from routerforge.data.matrix import ScoreMatrix
-
-ROUTING_JSON = "routing.json"  # what `train` knows about the data: dataset, split, models, mean costs
-TRAINING_HASHES = "training_prompts.npy"  # text hashes of the training prompts (held-out checks)
-CALIBRATION_JSON = "calibration.json"  # the calibrated knob the gateway uses
 
 ParamOpt = Annotated[
     list[str] | None,
@@ -80,20 +77,21 @@ def _load_matrix(settings: Settings, name: str) -> ScoreMatrix:
         store.close()
 
 
+def load_catalog(settings: Settings) -> dict[str, Any]:
+    """Registered candidate models (``routerforge models add``) by id: their list prices feed every decision."""
+    from routerforge.data.store import Store
+
+    store = Store.from_settings(settings)
+    try:
+        return {m.id: m for m in store.list_models()}
+    finally:
+        store.close()
+
+
 def _console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"Cannot read {path}: {exc}") from exc
-    return doc if isinstance(doc, dict) else {}
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -118,8 +116,7 @@ def train(
     """Train a router on a dataset and save it as a directory of plain files."""
     import numpy as np
 
-    from routerforge.data.records import text_hash
-    from routerforge.policy.pricing import CostModel, mean_costs
+    from routerforge.policy.trained import train_router
     from routerforge.routers.registry import router_class
 
     settings = state(ctx).settings
@@ -138,29 +135,60 @@ def train(
             f"Dataset {data!r} has no prompts in split {split!r} (splits: {present or 'none'})."
         )
     params = parse_params(param, router)
-    from routerforge.routers.pipeline import train_router
-
     trained = train_router(
-        router, matrix, rows, settings.embed, out, params, cache_dir=settings.cache_dir, progress=not as_json
+        router,
+        matrix,
+        rows,
+        settings.embed,
+        out,
+        params,
+        cache_dir=settings.cache_dir,
+        progress=not as_json,
+        catalog=load_catalog(settings),
+        index=settings.index,
+        split=split,
     )
-    np.save(out / TRAINING_HASHES, np.array([text_hash(matrix.prompts[i]) for i in rows], dtype="U32"))
+    strong, weak = trained.engine.pair()
     info = {
+        "out": str(out),
+        "router": router,
         "data": data,
         "split": split,
         "n_train": int(rows.size),
-        "models": list(matrix.models),
-        "mean_cost_usd": mean_costs(matrix.models, matrix.costs[rows]),
-        "router": router,
-        "params": params,
+        "models": trained.models,
+        "strong": strong,
+        "weak": weak,
+        "priced": trained.prices.has_prices(),
+        "serve": gateway_snippet(out, trained.models),
     }
-    train_costs = matrix.costs[rows]
-    if np.isfinite(train_costs).any():  # per-prompt price estimates for routing decisions
-        CostModel().fit(trained.batch([matrix.prompts[i] for i in rows]).dense, train_costs).save(out)
-    _write_json(out / ROUTING_JSON, info)
     if as_json:
-        print_json({"out": str(out), **info})
-    else:
-        _console().print(f"Trained [bold]{router}[/] on {rows.size} prompts of {data!r} → {out}")
+        print_json(info)
+        return
+    console = _console()
+    console.print(f"Trained [bold]{router}[/] on {rows.size} prompts of {data!r} → {out}")
+    console.print(f"strong model (higher mean training score): {strong}; weak: {weak}")
+    if not info["priced"]:
+        console.print(
+            "[yellow]No prices for some models[/]: only the threshold policy can route them. Register prices "
+            "with `routerforge models add ID --input-price … --output-price …` and train again."
+        )
+    console.print("To serve it, put this in gateway.yaml (add base_url/api_key_env to each model):")
+    console.print(info["serve"], markup=False, highlight=False)
+
+
+def gateway_snippet(router_dir: Path, models: list[str]) -> str:
+    """A gateway.yaml fragment that serves ``router_dir`` as a synthetic model with its calibrated knob."""
+    import yaml
+
+    name = f"router-{Path(router_dir).name}"
+    doc = {
+        "models": [
+            {"id": m, "base_url": "http://127.0.0.1:9000/v1", "api_key_env": "UPSTREAM_API_KEY"}
+            for m in models
+        ],
+        "synthetic_models": [{"name": name, "router": str(Path(router_dir).resolve())}],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------- route
@@ -179,39 +207,26 @@ def route(
         float | None,
         typer.Option("--tolerance", help="N models: cheapest model within this of the best prediction."),
     ] = None,
-    strong: StrongOpt = None,
-    weak: WeakOpt = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Restrict the candidates (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
-    """Route one prompt: the chosen model, the predicted score of every model, the knob and why."""
-    from routerforge.policy.decision import decide
-    from routerforge.policy.pricing import CostModel, estimated_prices
-    from routerforge.routers.pipeline import TrainedRouter
+    """Route one prompt: the chosen model, the predicted score of every model, the knob and why.
 
-    if sum(x is not None for x in (threshold, lam, tolerance)) > 1:
+    Without a knob the router's calibrated one is used (``routerforge calibrate``), else the default.
+    """
+    from routerforge.policy.trained import TrainedRouter
+
+    knobs = {"threshold": threshold, "wtp": lam, "tolerance": tolerance}
+    given = {k: v for k, v in knobs.items() if v is not None}
+    if len(given) > 1:
         raise ValidationError("Give at most one of --threshold, --lambda and --tolerance.")
+    kind, knob = next(iter(given.items())) if given else (None, None)
     settings = state(ctx).settings
     trained = TrainedRouter.load(router_dir, settings)
-    models = list(trained.models)
-    batch = trained.batch([prompt])
-    predicted = trained.router.predict_scores(batch)
-    explanation = trained.router.explain(batch)
-    info = _read_json(router_dir / ROUTING_JSON)
-    prices = estimated_prices(
-        [prompt], models, batch.dense, CostModel.load(router_dir), fallback_mean_usd=info.get("mean_cost_usd")
-    )
-    decision = decide(
-        models,
-        prompt,
-        predicted,
-        threshold=threshold,
-        lam=lam,
-        tolerance=tolerance,
-        strong=strong,
-        weak=weak,
-        calibration=_read_json(router_dir / CALIBRATION_JSON),
-        prices={m: float(v) for m, v in zip(models, prices[0], strict=True)},
-    )
+    decision = trained.decide(prompt, kind=kind, knob=knob, candidates=models or None)
+    explanation = trained.explain(prompt)
     decision.details["explanation"] = {
         "router": explanation.router,
         "reason": explanation.reason,
@@ -226,12 +241,16 @@ def route(
     table = Table(title=f"{prompt[:60]!r}")
     table.add_column("model")
     table.add_column("predicted score", justify="right")
+    table.add_column("price (USD)", justify="right")
     for model, score in decision.predicted.items():
         mark = " ←" if model == decision.model else ""
-        table.add_row(model + mark, f"{score:.3f}")
+        price = (decision.prices_usd or {}).get(model)
+        table.add_row(model + mark, f"{score:.3f}", "" if price is None else f"{price:.6f}")
     console.print(table)
-    knob = ", ".join(f"{k}={v:g}" for k, v in decision.knob.items())
-    console.print(f"[bold]{decision.model}[/] ({decision.policy}, {knob}): {decision.reason}")
+    source = decision.details.get("knob_source", "")
+    console.print(
+        f"[bold]{decision.model}[/] ({decision.policy} {decision.knob:g}, {source}): {decision.reason}"
+    )
     console.print(f"[dim]{explanation.reason}[/]")
 
 
@@ -295,6 +314,7 @@ def bench(
         drop_prompts=drop_prompts,
         seed=seed,
     )
+    setup.catalog = load_catalog(settings)
     specs = [RouterSpec(name, parse_params(param, name)) for name in dict.fromkeys(router)]
     embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
@@ -344,7 +364,8 @@ def latency_factory(embedder: Any, encoder: Any) -> Any:
         trained = encoder.trained(router, embedder)
 
         def one(text: str) -> int:
-            return int(np.argmax(trained.predict([text])[0]))
+            predicted, _prices = trained.score([text])  # embedding, prediction and the price estimate
+            return int(np.argmax(predicted[0]))
 
         return one
 
@@ -387,44 +408,22 @@ def calibrate(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Pick the policy knob that hits a target on held-out prompts, and report expected cost and quality."""
-    import numpy as np
+    """Pick the policy knob that hits a target on held-out prompts, and report expected cost and quality.
 
+    The router directory's own decision engine is calibrated (same predictions, prices and strong/weak
+    definition as `route` and the gateway); with --save the gateway serves the router at this knob.
+    """
     from routerforge.evaluate.calibration import calibrate_router, parse_target
-    from routerforge.policy.pricing import CostModel, estimated_prices
-    from routerforge.routers.pipeline import TrainedRouter
+    from routerforge.policy.trained import TrainedRouter
 
     settings = state(ctx).settings
     goal = parse_target(target)
     trained = TrainedRouter.load(router_dir, settings)
-    models = list(trained.models)
     matrix = _load_matrix(settings, data)
-    hashes_path = router_dir / TRAINING_HASHES
-    if not hashes_path.is_file():
-        raise ArtifactError(
-            f"{router_dir} does not record its training prompts ({TRAINING_HASHES}), so held-out prompts "
-            "cannot be told apart.",
-            hint="Train it with `routerforge train`.",
-        )
-    seen = {str(h) for h in np.load(hashes_path, allow_pickle=False).tolist()}
-    mean_cost = _read_json(router_dir / ROUTING_JSON).get("mean_cost_usd")
-    cost_model = CostModel.load(router_dir)
-    result = calibrate_router(
-        trained.predict,
-        matrix,
-        models,
-        seen,
-        goal,
-        strong=strong,
-        weak=weak,
-        mean_cost_usd=mean_cost,
-        price_fn=lambda texts: estimated_prices(
-            texts, models, trained.batch(texts).dense, cost_model, fallback_mean_usd=mean_cost
-        ),
-    )
+    result = calibrate_router(trained, matrix, goal, strong=strong, weak=weak, catalog=load_catalog(settings))
     result.details["data"] = data
     if save:
-        _write_json(router_dir / CALIBRATION_JSON, result.to_dict() | result.details)
+        trained.save_calibration(result.to_dict() | result.details)
     if as_json:
         print_json(result.to_dict())
         return
@@ -452,11 +451,22 @@ def export_router(
 
 @router_app.command("import")
 def import_router(
+    ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="A .tar.gz written by `routerforge router export`.")],
     router_dir: Annotated[Path, typer.Argument(help="Directory to create (must not exist or be empty).")],
+    max_mib: Annotated[
+        int, typer.Option("--max-mib", min=1, help="Refuse archives that unpack to more than this many MiB.")
+    ] = DEFAULT_MAX_MIB,
+    max_files: Annotated[
+        int, typer.Option("--max-files", min=1, help="Refuse archives with more entries than this.")
+    ] = DEFAULT_MAX_FILES,
 ) -> None:
-    """Unpack and validate a router archive into a new directory (atomically)."""
+    """Unpack and validate a router archive into a new directory (atomically).
+
+    The archive is data only: no links or paths outside the directory, size and entry caps, and its
+    embedder must be one you configured (an http embedder only at your own embed.url)."""
     from routerforge.cli.routing_archive import extract_archive
 
-    extract_archive(archive, router_dir)
+    settings = state(ctx).settings
+    extract_archive(archive, router_dir, settings.embed, max_bytes=max_mib << 20, max_files=max_files)
     _console().print(f"imported {archive} → {router_dir}")

@@ -54,6 +54,30 @@ def _keystore(settings: Settings, gw: GatewayConfig) -> KeyStore:
     return KeyStore(GatewayDB(settings.store_url), load_pepper(settings.home, gw.key_pepper_env))
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); any other name or address is not."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_access_warning(gw: GatewayConfig, host: str) -> str | None:
+    """The start-up warning when the gateway accepts any caller on an address others can reach."""
+    if gw.require_auth or is_loopback(host):
+        return None
+    return (
+        f"WARNING: require_auth is false and the gateway binds to {host}, beyond loopback: anyone who can "
+        "reach this address can call the models (with any or no API key) on tenant 'default'. Set "
+        "`require_auth: true` in the gateway config and create keys with `routerforge keys create`, or bind "
+        "to 127.0.0.1."
+    )
+
+
 GatewayConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -93,6 +117,9 @@ def serve_cmd(
         f"{len(gw.synthetic_models)} synthetic, config: {path or 'none'}, workers: {workers})",
         err=True,
     )
+    warning = open_access_warning(gw, host)
+    if warning is not None:
+        typer.echo(warning, err=True)
     if workers == 1:
         app = create_app(settings, gw)
         app.state.service.routing.load_all()  # fail here, with a clear message, on a broken router dir
@@ -208,13 +235,13 @@ def logs_cmd(
     ] = False,
 ) -> None:
     """Show the gateway's request log."""
-    from routerforge.gateway.app import parse_since
     from routerforge.gateway.db import GatewayDB
+    from routerforge.gateway.requestlog import RequestLog, parse_since
 
     settings = state(ctx).settings
     db = GatewayDB(settings.store_url)
     try:
-        rows = db.list_requests(tenant=tenant, since=parse_since(since), limit=limit)
+        rows = RequestLog(db).query(tenant=tenant, since=parse_since(since), limit=limit)
     finally:
         db.close()
     if as_json:
@@ -250,9 +277,9 @@ def import_logs_cmd(
     """Turn logged gateway requests that have feedback into an eval set (skips opted-out tenants)."""
     from routerforge.data.store import Store
     from routerforge.errors import ValidationError
-    from routerforge.gateway.app import parse_since
     from routerforge.gateway.db import GatewayDB
     from routerforge.gateway.export import records_from_logs
+    from routerforge.gateway.requestlog import parse_since
 
     settings, gw, _ = _load(ctx, config)
     db = GatewayDB(settings.store_url)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from routerforge.data.records import text_hash
+from routerforge.data.split import group_ids
 from routerforge.errors import DataError, UnknownModelError
 
 
@@ -102,8 +102,7 @@ class ScoreMatrix:
 
     def text_groups(self) -> np.ndarray:
         """Group id per row: rows with identical prompt text share one id (for grouped folds)."""
-        seen: dict[str, int] = {}
-        return np.array([seen.setdefault(text_hash(p), len(seen)) for p in self.prompts], dtype=np.int64)
+        return group_ids(self.prompts)
 
     def complete_rows(self) -> np.ndarray:
         """Positions of rows with a score for every model."""

@@ -32,8 +32,8 @@ class ModelPrice:
 
     key: str  # the price-map entry that matched
     provider: str | None
-    input_cost_usd_per_mtok: float | None
-    output_cost_usd_per_mtok: float | None
+    input_usd_per_mtok: float | None
+    output_usd_per_mtok: float | None
     context_window: int | None
     capabilities: dict[str, bool] = field(default_factory=dict)
     mode: str | None = None
@@ -79,8 +79,8 @@ def _entry(key: str, raw: dict[str, Any]) -> ModelPrice:
     return ModelPrice(
         key=key,
         provider=raw.get("litellm_provider"),
-        input_cost_usd_per_mtok=_per_mtok(raw.get("input_cost_per_token")),
-        output_cost_usd_per_mtok=_per_mtok(raw.get("output_cost_per_token")),
+        input_usd_per_mtok=_per_mtok(raw.get("input_cost_per_token")),
+        output_usd_per_mtok=_per_mtok(raw.get("output_cost_per_token")),
         context_window=int(window) if isinstance(window, int | float) else None,
         capabilities={name: bool(raw[flag]) for name, flag in _CAPABILITIES.items() if flag in raw},
         mode=raw.get("mode"),
@@ -115,15 +115,15 @@ def with_default_prices(model: CandidateModel) -> tuple[CandidateModel, ModelPri
         return model, None
     filled = replace(
         model,
-        input_cost_usd_per_mtok=(
-            model.input_cost_usd_per_mtok
-            if model.input_cost_usd_per_mtok is not None
-            else price.input_cost_usd_per_mtok
+        input_usd_per_mtok=(
+            model.input_usd_per_mtok
+            if model.input_usd_per_mtok is not None
+            else price.input_usd_per_mtok
         ),
-        output_cost_usd_per_mtok=(
-            model.output_cost_usd_per_mtok
-            if model.output_cost_usd_per_mtok is not None
-            else price.output_cost_usd_per_mtok
+        output_usd_per_mtok=(
+            model.output_usd_per_mtok
+            if model.output_usd_per_mtok is not None
+            else price.output_usd_per_mtok
         ),
         context_window=model.context_window if model.context_window is not None else price.context_window,
         capabilities={**price.capabilities, **model.capabilities},

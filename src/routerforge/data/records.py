@@ -53,6 +53,28 @@ class PromptItem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def cost_usd(
+    input_usd_per_mtok: float | None,
+    output_usd_per_mtok: float | None,
+    tokens_in: Any,
+    tokens_out: Any,
+) -> Any:
+    """The one cost formula: USD for a call from token counts × prices in USD per million tokens.
+
+    ``None`` when a token count is unknown, or when a side that has tokens has no price (a prompt-only
+    call needs no output price). Token counts may be numpy arrays (element-wise, one price per side).
+    """
+    if tokens_in is None or tokens_out is None:
+        return None
+    if (input_usd_per_mtok is None and _any(tokens_in)) or (output_usd_per_mtok is None and _any(tokens_out)):
+        return None
+    return (tokens_in * (input_usd_per_mtok or 0.0) + tokens_out * (output_usd_per_mtok or 0.0)) / 1e6
+
+
+def _any(tokens: Any) -> bool:
+    return bool(tokens.any()) if hasattr(tokens, "any") else bool(tokens)
+
+
 @dataclass(slots=True)
 class CandidateModel:
     """A candidate LLM and how to call it. Prices in USD per million tokens."""
@@ -60,7 +82,11 @@ class CandidateModel:
     id: str
     provider: str | None = None  # LiteLLM provider string ("openai/gpt-4o") or None
     base_url: str | None = None  # OpenAI-compatible base URL
-    input_cost_usd_per_mtok: float | None = None
-    output_cost_usd_per_mtok: float | None = None
+    input_usd_per_mtok: float | None = None
+    output_usd_per_mtok: float | None = None
     context_window: int | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)  # tools, vision, json
+
+    @property
+    def has_prices(self) -> bool:
+        return self.input_usd_per_mtok is not None or self.output_usd_per_mtok is not None

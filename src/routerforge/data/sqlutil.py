@@ -1,4 +1,5 @@
-"""SQL plumbing of the store: engines (SQLite pragmas, PostgreSQL driver), migrations, batched upserts."""
+"""SQL plumbing: the one engine factory (SQLite pragmas, PostgreSQL driver) used by the store and the
+gateway, migrations, batched upserts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 
 from routerforge.data.resolve import batches
 from routerforge.errors import ConfigError
+from routerforge.files import create_private_file, private_dir
 
 MIGRATION_LOCK = 0x726F7574  # PostgreSQL advisory lock key held while migrating
 
@@ -35,19 +37,22 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-    finally:
-        cursor.close()
+def sqlite_pragmas(*, durable: bool = False) -> list[str]:
+    """The pragmas of every SQLite connection: WAL (readers never block the writer), foreign keys, a 30 s
+    busy timeout. ``synchronous=NORMAL`` survives a killed process (a commit is in the WAL file when it
+    returns); ``durable`` gives ``FULL`` (the WAL is fsynced at every commit: also survives power loss)."""
+    return [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}",
+        "PRAGMA busy_timeout=30000",
+    ]
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get their folder created and WAL pragmas on every connection."""
+def make_engine(url: str, *, durable: bool = False) -> Engine:
+    """The one engine factory (store and gateway). SQLite files get their folder created and
+    :func:`sqlite_pragmas` on every connection; PostgreSQL URLs use psycopg 3 (:func:`normalise_url`)."""
+    url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -55,7 +60,9 @@ def make_engine(url: str) -> Engine:
         if not memory:
             folder = Path(database).expanduser().parent
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                private_dir(folder)
+                if not database.startswith("file:"):  # created 0600 before SQLite opens it (-wal/-shm follow)
+                    create_private_file(Path(database).expanduser())
             except OSError as exc:
                 raise ConfigError(
                     f"Cannot create the folder {folder} of the SQLite store: {exc.strerror or exc}.",
@@ -65,8 +72,24 @@ def make_engine(url: str) -> Engine:
         if memory:
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", set_sqlite_pragmas)
+        pragmas = sqlite_pragmas(durable=durable)
+
+        def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                for pragma in pragmas:
+                    cursor.execute(pragma)
+            finally:
+                cursor.close()
+
+        event.listen(engine, "connect", set_pragmas)
         return engine
+    if durable:  # a commit returns once it is flushed to the server's disk, whatever the server default
+        given = parsed.query.get("options") or ()
+        options = [given] if isinstance(given, str) else list(given)  # keep the URL's own options
+        url = parsed.update_query_dict(
+            {"options": " ".join([*options, "-c synchronous_commit=on"])}
+        ).render_as_string(hide_password=False)
     try:
         return create_engine(url, pool_pre_ping=True)
     except (ImportError, SQLAlchemyError) as exc:

@@ -574,8 +574,8 @@ def _check_model(model: CandidateModel) -> None:
             hint="Example: `routerforge models add gpt-4o-mini`.",
         )
     for name, price in (
-        ("input", model.input_cost_usd_per_mtok),
-        ("output", model.output_cost_usd_per_mtok),
+        ("input", model.input_usd_per_mtok),
+        ("output", model.output_usd_per_mtok),
     ):
         if price is not None and not (math.isfinite(price) and price >= 0):
             raise ValidationError(
@@ -599,8 +599,8 @@ def _candidate(row: Any) -> CandidateModel:
         id=row["id"],
         provider=row["provider"],
         base_url=row["base_url"],
-        input_cost_usd_per_mtok=row["input_cost_usd_per_mtok"],
-        output_cost_usd_per_mtok=row["output_cost_usd_per_mtok"],
+        input_usd_per_mtok=row["input_usd_per_mtok"],
+        output_usd_per_mtok=row["output_usd_per_mtok"],
         context_window=row["context_window"],
         capabilities=dict(row["capabilities"] or {}),
     )

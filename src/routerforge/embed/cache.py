@@ -1,6 +1,7 @@
 """A persistent vector cache: re-embedding a dataset costs one SQLite lookup per text.
 
-One SQLite file (WAL mode, safe for several processes) holds float32 blobs keyed by
+One SQLite file (WAL mode, safe for several processes; created 0600 in a 0700 directory, since the keys
+are hashes of prompts) holds float32 blobs keyed by
 ``(embedder id, sha256(text))``. The embedder id names every setting that changes the vectors, so
 changing the model, the token limit or the truncation strategy never returns stale vectors.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from routerforge.embed.base import Embedder
 from routerforge.embed.vectors import empty_vectors
 from routerforge.errors import ConfigError
+from routerforge.files import create_private_file, private_dir
 
 CACHE_FILE = "embeddings.sqlite"
 _CHUNK = 500  # ids per SELECT ... IN (...); below SQLite's variable limit
@@ -61,7 +63,8 @@ class VectorCache:
             return conn
         _check_location(self.cache_dir)
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.cache_dir)
+            create_private_file(self.path)  # 0600 before SQLite opens it; -wal/-shm get the same mode
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

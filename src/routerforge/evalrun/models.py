@@ -46,8 +46,8 @@ def local_candidate(
         cache_dir=cache_dir,
         n_threads=n_threads,
         default_max_tokens=max_tokens,
-        input_cost_usd_per_mtok=price,
-        output_cost_usd_per_mtok=price,
+        input_usd_per_mtok=price,
+        output_usd_per_mtok=price,
     )
     return Candidate(
         id=spec.id,
@@ -100,8 +100,8 @@ def resolve_candidates(
                 id=model.id,
                 backend=build_backend(spec),
                 upstream_model=spec.upstream_name,
-                input_usd_per_mtok=model.input_cost_usd_per_mtok,
-                output_usd_per_mtok=model.output_cost_usd_per_mtok,
+                input_usd_per_mtok=model.input_usd_per_mtok,
+                output_usd_per_mtok=model.output_usd_per_mtok,
                 max_tokens=max_tokens,
             )
         )

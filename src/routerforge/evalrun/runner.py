@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routerforge.backends.base import ChatBackend, ChatRequest, ChatResult
-from routerforge.data.records import EvalRecord, PromptItem
+from routerforge.data.records import EvalRecord, PromptItem, cost_usd
 from routerforge.errors import RouterForgeError, SpendingCapError, UpstreamError, ValidationError
 from routerforge.judges.base import Judge, JudgeInput, Verdict
 
@@ -43,17 +43,14 @@ class Candidate:
             return float(result.cost_usd)
         if self.input_usd_per_mtok is None and self.output_usd_per_mtok is None:
             return None
-        return (
-            (result.tokens_in or 0) * (self.input_usd_per_mtok or 0.0)
-            + (result.tokens_out or 0) * (self.output_usd_per_mtok or 0.0)
-        ) / 1e6
+        inp, out = self.input_usd_per_mtok or 0.0, self.output_usd_per_mtok or 0.0
+        return float(cost_usd(inp, out, result.tokens_in or 0, result.tokens_out or 0))
 
     def worst_case_usd(self, prompt: str) -> float:
         """An upper estimate of one call's cost (prompt ≈ 1 token per 3 characters, full max_tokens)."""
         tokens_in = len(prompt) // 3 + 16
-        return (
-            tokens_in * (self.input_usd_per_mtok or 0.0) + self.max_tokens * (self.output_usd_per_mtok or 0.0)
-        ) / 1e6
+        inp, out = self.input_usd_per_mtok or 0.0, self.output_usd_per_mtok or 0.0
+        return float(cost_usd(inp, out, tokens_in, self.max_tokens))
 
 
 @dataclass
@@ -288,6 +285,6 @@ async def run_eval(
             f"{report.cells - report.done - report.skipped - report.failed} cells not run, the finished ones are stored.",
             hint="Rerun the same command with a higher --max-cost to finish: finished cells are skipped.",
         )
-        error.report = report  # type: ignore[attr-defined]
+        error.report = report
         raise error
     return report

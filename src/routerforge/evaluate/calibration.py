@@ -16,16 +16,20 @@ router so the gateway can use the calibrated knob.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from routerforge.data.matrix import ScoreMatrix
 from routerforge.errors import ValidationError
 from routerforge.evaluate import metrics as M
-from routerforge.policy.choice import choose_wtp, lambda_grid
+from routerforge.policy.choice import lambda_grid
+from routerforge.policy.engine import DecisionEngine, Policy
+
+if TYPE_CHECKING:
+    from routerforge.policy.trained import TrainedRouter
 
 TargetKind = Literal["strong-share", "cost-per-1k", "quality", "pgr"]
 TARGET_KINDS: tuple[str, ...] = ("strong-share", "cost-per-1k", "quality", "pgr")
@@ -59,7 +63,7 @@ def parse_target(text: str) -> Target:
 class Calibration:
     """The chosen knob and what to expect there on held-out prompts."""
 
-    policy: str  # "binary" | "wtp"
+    policy: str  # "threshold" | "wtp"
     knob: dict[str, float]
     target: dict[str, Any]
     expected: dict[str, float | None]
@@ -125,7 +129,7 @@ def calibrate_binary(
         else:
             i, reached = int(np.argmin(cost)), False
     return Calibration(
-        policy="binary",
+        policy="threshold",
         knob={"threshold": float(thresholds[i])},
         target={"kind": target.kind, "value": target.value},
         expected={
@@ -162,8 +166,16 @@ def calibrate_wtp(
     if len(scores) == 0:
         raise ValidationError("No held-out prompts to calibrate on.")
     lambdas = lambda_grid(decision_prices, n=grid)
+    engine = DecisionEngine([str(j) for j in range(np.shape(predicted)[1])])
     pts = np.array(
-        [M.point(choose_wtp(predicted, decision_prices, float(lam)), scores, true_costs) for lam in lambdas]
+        [
+            M.point(
+                engine.choose(predicted, decision_prices, Policy("wtp", float(lam), "sweep")),
+                scores,
+                true_costs,
+            )
+            for lam in lambdas
+        ]
     )
     cost, quality = pts[:, 0], pts[:, 1]
     if target.kind == "cost-per-1k":
@@ -190,69 +202,87 @@ def calibrate_wtp(
 
 
 def calibrate_router(
-    predict: Callable[[list[str]], np.ndarray],
+    trained: TrainedRouter,
     matrix: ScoreMatrix,
-    models: Sequence[str],
-    training_hashes: set[str],
     target: Target,
     *,
     strong: str | None = None,
     weak: str | None = None,
-    mean_cost_usd: Mapping[str, float] | None = None,
-    price_fn: Callable[[list[str]], np.ndarray] | None = None,
+    catalog: Mapping[str, Any] | None = None,
 ) -> Calibration:
     """Calibrate a trained router on the prompts of ``matrix`` it was not trained on.
 
-    ``predict`` maps texts to predicted scores (``TrainedRouter.predict``); ``training_hashes`` are the
-    ``text_hash`` of every training prompt. Held-out prompts need a score for every model. Binary targets
-    (strong-share, pgr) need a strong/weak pair; a cost or quality target uses the threshold policy when a
-    pair is known and willingness to pay otherwise. Expected costs use the records' costs, else the
-    decision prices: ``price_fn(texts)`` (e.g. a cost model's estimates) or the mean cost per model.
+    Predictions and decision prices come from the router itself (``TrainedRouter.score``: the same
+    embedding, predictor and price estimate the gateway uses) and choices from its decision engine.
+    Held-out prompts need a score for every candidate model. Binary targets (strong-share, pgr), a given
+    ``strong``/``weak`` pair or a two-model router calibrate the threshold policy on the engine's pair; other
+    targets calibrate λ of willingness to pay. Expected costs use the records' costs, else registered prices
+    × estimated tokens (``catalog``), else the decision prices.
     """
     from routerforge.data.records import text_hash
-    from routerforge.policy.binary import strong_probability
-    from routerforge.policy.decision import resolve_binary_pair
+    from routerforge.errors import UnknownModelError
     from routerforge.policy.pricing import query_prices
 
-    names = list(models)
+    engine = trained.engine
+    names = list(engine.models)
+    if (strong is None) != (weak is None):
+        raise ValidationError("Give both --strong and --weak, or neither.")
+    candidates = names
+    if strong is not None and weak is not None:
+        for m in (strong, weak):
+            if m not in names:
+                raise UnknownModelError(m, names, hint="The router was trained on these models.")
+        candidates = [strong, weak]
+        s, w = engine.pair(candidates)
+        if (s, w) != (strong, weak):
+            raise ValidationError(
+                f"{s!r} has the higher mean training score, so it is the strong model of this pair.",
+                hint=f"Use --strong {s} --weak {w}.",
+            )
+    seen = trained.seen()
     sub = matrix.select_models(names)
+    cols = [names.index(m) for m in candidates]
     rows = np.array(
         [
             i
             for i, p in enumerate(sub.prompts)
-            if text_hash(p) not in training_hashes and not np.isnan(sub.scores[i]).any()
+            if text_hash(p) not in seen and not np.isnan(sub.scores[i, cols]).any()
         ],
         dtype=np.int64,
     )
     if rows.size == 0:
         raise ValidationError(
             f"Dataset {matrix.name!r} has no prompts with scores that the router was not trained on.",
-            hint="Calibrate on another dataset, or train on a split that leaves prompts out.",
+            hint="Split the data first (`routerforge data split`), train on the train side and calibrate on the rest.",
         )
     held = sub.take(rows)
-    pred = np.asarray(predict(held.prompts), dtype=np.float64)
-    pair = resolve_binary_pair(names, strong, weak)
-    decision = query_prices(held.prompts, names, None, fallback_mean_usd=dict(mean_cost_usd or {}))
-    if price_fn is not None:
-        estimate = np.asarray(price_fn(held.prompts), dtype=np.float64)
-        decision = np.where(np.isfinite(estimate), estimate, decision)
-    costs = np.where(np.isfinite(held.costs), held.costs, decision)
-    if target.kind in ("strong-share", "pgr") or pair is not None:
-        if pair is None:
-            raise ValidationError("This target needs a strong/weak pair.", hint="Give --strong and --weak.")
-        si, wi = names.index(pair[0]), names.index(pair[1])
+    pred, decision = trained.score(held.prompts)
+    costs = query_prices(held.prompts, names, held.costs, catalog)
+    costs = np.where(np.isfinite(costs), costs, decision)
+    binary = target.kind in ("strong-share", "pgr") or len(candidates) == 2
+    if binary:
+        if len(candidates) != 2:
+            raise ValidationError(
+                f"Target {target.kind!r} needs a strong/weak pair, and this router has {len(names)} models.",
+                hint="Give --strong and --weak.",
+            )
+        s, w = engine.pair(candidates)
+        si, wi = names.index(s), names.index(w)
         result = calibrate_binary(
-            strong_probability(pred, si, wi),
+            engine.p_strong(pred, candidates),
             held.scores[:, si],
             held.scores[:, wi],
             target,
             cost_strong=costs[:, si],
             cost_weak=costs[:, wi],
         )
-        result.details.update({"strong": pair[0], "weak": pair[1]})
+        result.details.update({"strong": s, "weak": w, "models": candidates})
         return result
     if not np.isfinite(decision).all():
         raise ValidationError(
-            "No prices are known for these models; only strong-share/pgr targets are possible."
+            "No prices are known for some of these models; only strong-share/pgr targets are possible.",
+            hint="Register prices with `routerforge models add` or import costs with the records.",
         )
-    return calibrate_wtp(pred, decision, held.scores, costs, target)
+    result = calibrate_wtp(pred, decision, held.scores, costs, target)
+    result.details["models"] = names
+    return result

@@ -4,6 +4,12 @@ compute the metrics of :mod:`routerforge.evaluate.metrics`, and time fitting and
 The dataset is embedded once per run (``encode`` is called once per matrix; the embedder cache makes repeat
 runs cheap), never once per fold. Every fold is checked for leakage before any router sees it.
 
+Every choice is made by :class:`~routerforge.policy.engine.DecisionEngine` — the same code that ``route``,
+``calibrate`` and the gateway use — with the same strong/weak definition (higher mean score) and the same
+per-prompt price estimate (:class:`~routerforge.policy.pricing.PriceEstimator`, fitted on each fold's
+training prompts exactly as ``train`` fits it). Without recorded costs, registered model prices
+(``routerforge models add``) × estimated tokens stand in for the true costs too.
+
 Baselines are always included: every single model, ``random`` (uniform random predicted scores from a
 fixed seed; in the N-model case, random mixes of single models = their upper convex hull) and ``oracle``
 (the true scores; in the N-model case the cheapest correct model, swept with λ on true costs).
@@ -24,9 +30,9 @@ from routerforge.errors import ValidationError
 from routerforge.evaluate import metrics as M
 from routerforge.evaluate.splits import Fold, check_no_leakage
 from routerforge.evaluate.timing import measure_latency, sample_texts
-from routerforge.policy.binary import strong_probability
-from routerforge.policy.choice import choose_wtp, lambda_grid
-from routerforge.policy.pricing import CostModel, estimated_prices, mean_costs
+from routerforge.policy.choice import lambda_grid
+from routerforge.policy.engine import DecisionEngine, Policy, strong_weak
+from routerforge.policy.pricing import PriceEstimator, mean_costs, query_prices
 from routerforge.routers.base import PromptBatch, Router
 
 
@@ -41,7 +47,7 @@ class Encoder(Protocol):
 
 
 class EmbedderEncoder:
-    """The default :class:`Encoder`, mirroring ``routers.pipeline.train_router``: a boilerplate stripper and
+    """The default :class:`Encoder`, mirroring ``policy.trained.train_router``: a boilerplate stripper and
     a BM25 encoder fitted (label-free) on the training prompts by :meth:`fit`, then dense vectors from the
     embedder and BM25 document (training) or query (held-out) vectors of the stripped texts."""
 
@@ -83,8 +89,8 @@ class EmbedderEncoder:
         return bm25.encode_queries(prepared) if kind == "query" else bm25.encode_documents(prepared)
 
     def trained(self, router: Router, embedder: Any) -> Any:
-        """The fitted ``router`` as a ``routers.pipeline.TrainedRouter`` with this preprocessing and ``embedder``."""
-        from routerforge.routers.pipeline import TrainedRouter
+        """The fitted ``router`` as a ``policy.trained.TrainedRouter`` with this preprocessing and ``embedder``."""
+        from routerforge.policy.trained import TrainedRouter
 
         return TrainedRouter(router, embedder, stripper=self.stripper, bm25=self.bm25)
 
@@ -121,6 +127,7 @@ class BenchSetup:
     weak: str | None = None
     split_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    catalog: dict[str, Any] = field(default_factory=dict)  # model id -> CandidateModel (registered prices)
 
     @property
     def test(self) -> ScoreMatrix:
@@ -144,7 +151,8 @@ def registry_factory(spec: RouterSpec) -> Router:
 def resolve_pair(matrix: ScoreMatrix, strong: str | None, weak: str | None) -> tuple[str, str] | None:
     """The (strong, weak) pair of a binary run, or ``None`` for an N-model run.
 
-    With two models and no pair given, the model with the higher mean score is the strong one.
+    With two models and no pair given, :func:`routerforge.policy.engine.strong_weak` decides: the model with
+    the higher mean score is strong (the definition every other command uses).
     """
     if matrix.n_models < 2:
         raise ValidationError(
@@ -159,10 +167,22 @@ def resolve_pair(matrix: ScoreMatrix, strong: str | None, weak: str | None) -> t
             raise ValidationError("--strong and --weak must name different models.")
         return strong, weak
     if matrix.n_models == 2:
-        means = np.nanmean(matrix.scores, axis=0)
-        hi = int(np.argmax(means))
-        return matrix.models[hi], matrix.models[1 - hi]
+        return strong_weak(matrix.models, mean_scores(matrix), mean_costs(matrix.models, matrix.costs))
     return None
+
+
+def mean_scores(matrix: ScoreMatrix) -> dict[str, float]:
+    """Mean score of each model over the prompts where it has one."""
+    with np.errstate(all="ignore"):
+        means = np.nanmean(matrix.scores, axis=0)
+    return {m: float(v) for m, v in zip(matrix.models, means, strict=True) if np.isfinite(v)}
+
+
+def true_costs(matrix: ScoreMatrix, catalog: dict[str, Any] | None) -> np.ndarray:
+    """What each query cost: the record's cost, else registered list price × estimated tokens."""
+    if not catalog:
+        return matrix.costs
+    return query_prices(matrix.prompts, matrix.models, matrix.costs, catalog)
 
 
 def run_bench(
@@ -175,13 +195,15 @@ def run_bench(
     seed: int = 0,
     progress: Any = None,
     factory: Callable[[RouterSpec], Router] | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every router over every fold and return the results document (see docs/evaluation.md).
 
     ``progress`` is an optional ``rich.progress.Progress`` (already started) for bars while training and
     predicting; ``latency`` builds a single-prompt routing function from a fitted router (embedding
     included) — it is measured on ``latency_sample`` held-out prompts of the last fold. ``factory`` makes a
-    new unfitted router for a spec (default: the router registry).
+    new unfitted router for a spec (default: the router registry). ``keep``, when given, receives the
+    out-of-fold predictions (``predicted[key]``, rows ``rows`` of the test matrix, columns ``models``).
     """
     make = factory or registry_factory
 
@@ -189,6 +211,10 @@ def run_bench(
     models = list(pair) if pair else list(setup.matrix.models)
     train_m = setup.matrix.select_models(models)
     test_m = setup.test.select_models(models) if setup.test_matrix is not None else train_m
+    if setup.catalog:  # registered prices stand in for costs the records lack
+        train_m.costs = true_costs(train_m, setup.catalog)
+        if test_m is not train_m:
+            test_m.costs = true_costs(test_m, setup.catalog)
     if not setup.folds:
         raise ValidationError("No folds to evaluate.")
 
@@ -243,11 +269,18 @@ def run_bench(
         **setup.extra,
     }
     if pair is not None:
-        doc.update(_binary_results(pair, folds, test_m, results, seed))
+        engine = DecisionEngine(models, mean_scores={pair[0]: 1.0, pair[1]: 0.0})
+        doc.update(_binary_results(engine, folds, test_m, results, seed))
     else:
         doc.update(
-            _nmodel_results(folds, train_m, test_m, results, seed, train_batch.dense, test_batch.dense)
+            _nmodel_results(
+                folds, train_m, test_m, results, seed, train_batch.dense, test_batch.dense, setup.catalog
+            )
         )
+    if keep is not None:
+        keep["models"] = models
+        keep["rows"] = np.concatenate([f.test for f in folds])
+        keep["predicted"] = {key: np.concatenate(r.parts) for key, r in results.items()}
     return doc
 
 
@@ -276,14 +309,14 @@ def _eval_fold(fold: Fold, train_m: ScoreMatrix, test_m: ScoreMatrix, binary: bo
 
 # ------------------------------------------------------------------------------------------ binary
 def _binary_results(
-    pair: tuple[str, str],
+    engine: DecisionEngine,
     folds: list[_EvalFold],
     test_m: ScoreMatrix,
     results: dict[str, _Predictions],
     seed: int,
 ) -> dict[str, Any]:
-    strong, weak = pair
-    si, wi = 0, 1  # models were selected as [strong, weak]
+    strong, weak = engine.pair()
+    si, wi = engine.models.index(strong), engine.models.index(weak)
     rng = np.random.default_rng(seed)
     truth = [test_m.scores[f.test] for f in folds]
     named: dict[str, list[np.ndarray]] = {key: r.parts for key, r in results.items()}
@@ -295,14 +328,14 @@ def _binary_results(
         # Metrics on the pooled out-of-fold predictions (every held-out prompt once); per-fold APGR is
         # reported too, as None for a fold where the two models happen to tie.
         pooled = np.concatenate(parts)
-        agg = M.binary_metrics(strong_probability(pooled, si, wi), all_truth[:, si], all_truth[:, wi])
+        agg = M.binary_metrics(engine.p_strong(pooled), all_truth[:, si], all_truth[:, wi])
         entry: dict[str, Any] = {
             "apgr": agg.apgr,
             "apgr_101": agg.apgr_101,
             "cpt50": agg.cpt50,
             "cpt80": agg.cpt80,
             "curve": [[c, q] for c, q in agg.curve],
-            "apgr_folds": [_fold_apgr(p, t, si, wi) for p, t in zip(parts, truth, strict=True)],
+            "apgr_folds": [_fold_apgr(engine, p, t) for p, t in zip(parts, truth, strict=True)],
         }
         entry.update(_timing(results.get(key)))
         routers[key] = entry
@@ -318,10 +351,12 @@ def _binary_results(
     }
 
 
-def _fold_apgr(pred: np.ndarray, truth: np.ndarray, si: int, wi: int) -> float | None:
+def _fold_apgr(engine: DecisionEngine, pred: np.ndarray, truth: np.ndarray) -> float | None:
+    strong, weak = engine.pair()
+    si, wi = engine.models.index(strong), engine.models.index(weak)
     if abs(truth[:, si].mean() - truth[:, wi].mean()) < 1e-12:
         return None
-    return M.apgr(strong_probability(pred, si, wi), truth[:, si], truth[:, wi])
+    return M.apgr(engine.p_strong(pred), truth[:, si], truth[:, wi])
 
 
 def _timing(pred: _Predictions | None) -> dict[str, Any]:
@@ -343,21 +378,18 @@ def _nmodel_results(
     seed: int,
     train_dense: np.ndarray,
     test_dense: np.ndarray,
+    catalog: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     models = list(test_m.models)
     scores = np.concatenate([test_m.scores[f.test] for f in folds])
     true_cost = np.concatenate([test_m.costs[f.test] for f in folds])
-    # Decision prices: known before the call, so never the recorded cost of the held-out query itself —
-    # a CostModel (ridge on log cost over the prompt embedding) fitted on the fold's training prompts;
-    # the training mean cost per model (or list price × tokens) where it has nothing.
+    # Decision prices: known before the call, so never the recorded cost of the held-out query itself — the
+    # PriceEstimator that `train` fits (cost model on the fold's training prompts, registered prices × tokens,
+    # mean training cost), fitted per fold on training prompts only.
     decision = np.concatenate(
         [
-            estimated_prices(
-                [test_m.prompts[i] for i in f.test],
-                models,
-                test_dense[f.test],
-                CostModel().fit(train_dense[f.train], train_m.costs[f.train]),
-                fallback_mean_usd=mean_costs(models, train_m.costs[f.train]),
+            PriceEstimator.fit(models, train_dense[f.train], train_m.costs[f.train], catalog).estimate(
+                [test_m.prompts[i] for i in f.test], test_dense[f.test]
             )
             for f in folds
         ]
@@ -396,7 +428,14 @@ def _nmodel_results(
 def _sweep(
     pred: np.ndarray, prices: np.ndarray, scores: np.ndarray, true_cost: np.ndarray, lambdas: np.ndarray
 ) -> np.ndarray:
-    return np.array([M.point(choose_wtp(pred, prices, float(lam)), scores, true_cost) for lam in lambdas])
+    """(cost, quality) of the willingness-to-pay decisions at every λ, through the decision engine."""
+    engine = DecisionEngine([str(j) for j in range(pred.shape[1])])
+    return np.array(
+        [
+            M.point(engine.choose(pred, prices, Policy("wtp", float(lam), "sweep")), scores, true_cost)
+            for lam in lambdas
+        ]
+    )
 
 
 def _cq(points: np.ndarray, singles: dict[str, M.SingleModel]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ held-out prompt text appears among the training prompts and the harness calls it
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from routerforge.data.matrix import ScoreMatrix
 from routerforge.data.records import text_hash
+from routerforge.data.split import group_ids
 from routerforge.errors import DataError, ValidationError
 
 
@@ -69,25 +70,8 @@ def category_folds(matrix: ScoreMatrix, k: int = 5, *, seed: int = 0) -> list[Fo
         raise ValidationError(
             f"Dataset {matrix.name!r} has no categories to group by.", hint="Use --folds without --group-by."
         )
-    labels = _union_groups(cats, matrix.prompts)
+    labels = group_ids(matrix.prompts, cats)
     return grouped_kfold(labels, k, seed=seed)
-
-
-def _union_groups(categories: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for cat, text in zip(categories, prompts, strict=True):
-        a, b = find("c:" + cat), find("t:" + text_hash(text))
-        if a != b:
-            parent[b] = a
-    roots: dict[str, int] = {}
-    return np.array([roots.setdefault(find("c:" + c), len(roots)) for c in categories], dtype=np.int64)
 
 
 def dataset_split(matrix: ScoreMatrix, *, train: str = "train", test: str = "test") -> list[Fold]:

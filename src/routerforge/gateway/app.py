@@ -12,7 +12,6 @@ same way. Request bodies are parsed by hand (not by FastAPI's 422 machinery) so 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -33,8 +32,10 @@ from routerforge.errors import AuthError, RouterForgeError, ValidationError
 from routerforge.gateway.auth import KeyStore, Principal, bearer_token, load_pepper, principal_of
 from routerforge.gateway.config import GatewayConfig
 from routerforge.gateway.metrics import CONTENT_TYPE
+from routerforge.gateway.requestlog import parse_since
 from routerforge.gateway.schemas import ChatCompletionRequest, FeedbackRequest, RouteRequest, error_body
 from routerforge.gateway.service import GatewayService, new_request_id
+from routerforge.gateway.sse import sse_bytes
 
 log = logging.getLogger("routerforge.gateway")
 
@@ -48,10 +49,8 @@ def error_response(exc: BaseException, request_id: str | None = None) -> JSONRes
     """The one mapping from an exception to an HTTP response with an OpenAI-style error body."""
     headers = {REQUEST_ID_HEADER: request_id} if request_id else None
     if isinstance(exc, RouterForgeError):
-        status = int(getattr(exc, "http_status", 500))
-        body = error_body(
-            str(exc), exc.error_type, param=getattr(exc, "param", None), code=getattr(exc, "code", None)
-        )
+        status = exc.http_status
+        body = error_body(str(exc), exc.error_type, param=exc.param, code=exc.code)
         if status == 429:
             headers = {
                 **(headers or {}),
@@ -82,18 +81,14 @@ async def parse_body(request: Request, model: type[M]) -> M:
     try:
         payload = json.loads(raw) if raw else None
     except ValueError as exc:
-        err = ValidationError(f"The request body is not valid JSON: {exc}.")
-        err.code = "invalid_json"  # type: ignore[attr-defined]
-        raise err from exc
+        raise ValidationError(f"The request body is not valid JSON: {exc}.", code="invalid_json") from exc
     if not isinstance(payload, dict):
         raise ValidationError("The request body must be a JSON object.")
     try:
         return model.model_validate(payload)
     except PydanticValidationError as exc:
         message, param = _pydantic_message(exc)
-        err = ValidationError(message)
-        err.param = param  # type: ignore[attr-defined]
-        raise err from exc
+        raise ValidationError(message, param=param) from exc
 
 
 def create_app(
@@ -150,36 +145,44 @@ def create_app(
         await svc.limiter.check(principal.key_id or principal.tenant, rpm)
 
     async def identify(request: Request) -> Principal:
+        """The caller of a valid key. Without ``require_auth`` any other token (the openai client always
+        sends one), or none, is the tenant ``default``."""
         token = bearer_token(request.headers.get("authorization"))
+        info = None
+        if token is not None and keys is not None:
+            found, info = keys.cached(token)
+            if not found:
+                info = await anyio.to_thread.run_sync(keys.lookup, token)
+        if info is not None:
+            return principal_of(info)
+        if not gateway_config.require_auth:
+            return ANONYMOUS
         if token is None:
-            if not gateway_config.require_auth:
-                return ANONYMOUS
             raise AuthError(
                 "Missing API key.",
                 hint="Send 'Authorization: Bearer rf-…' (create one with `routerforge keys create`).",
             )
         if keys is None:
-            if not gateway_config.require_auth:
-                return ANONYMOUS
             raise AuthError("This gateway has no key store.")
-        found, info = keys.cached(token)
-        if not found:
-            info = await anyio.to_thread.run_sync(keys.lookup, token)
-        if info is None:
-            raise AuthError("Invalid or revoked API key.")
-        return principal_of(info)
+        raise AuthError("Invalid or revoked API key.")
+
+    async def admit(request: Request, request_id: str, endpoint: str, body: type[M]) -> tuple[Principal, M]:
+        """Identify the caller, apply the rate limit and parse the body. A refusal (401, 429, 400) is
+        logged under ``request_id`` before it propagates: every request id has its log row."""
+        request.state.request_id = request_id
+        principal: Principal | None = None
+        try:
+            principal = await identify(request)
+            await limit(principal)
+            return principal, await parse_body(request, body)
+        except RouterForgeError as exc:
+            await svc.log_refusal(principal, request_id, endpoint, exc)
+            raise
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         request_id = new_request_id()
-        request.state.request_id = request_id
-        principal = await identify(request)
-        try:
-            await limit(principal)
-            req = await parse_body(request, ChatCompletionRequest)
-        except RouterForgeError as exc:  # refused before routing: still one row in the log
-            svc.log_failure(principal, request_id, "", exc.http_status, str(exc))
-            raise
+        principal, req = await admit(request, request_id, "chat", ChatCompletionRequest)
         prep = await svc.prepare(principal, req, request_id)
         if not req.stream:
             body = await svc.complete(prep)
@@ -190,7 +193,7 @@ def create_app(
         stream = await svc.open_stream(prep)
         headers = {MODEL_HEADER: stream.model.id, REQUEST_ID_HEADER: request_id, "cache-control": "no-cache"}
         return StreamingResponse(
-            svc.sse(prep, stream),
+            sse_bytes(svc.stream_bodies(prep, stream)),
             media_type="text/event-stream",
             headers=headers,
             background=BackgroundTask(svc.finish_abandoned, prep, stream),
@@ -204,13 +207,13 @@ def create_app(
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
         request_id = new_request_id()
-        request.state.request_id = request_id
-        principal = await authenticate(request)
-        body = await parse_body(request, RouteRequest)
+        principal, body = await admit(request, request_id, "route", RouteRequest)
         try:
             text = body.text()
         except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
+            err = ValidationError(str(exc), param="prompt")
+            await svc.log_refusal(principal, request_id, "route", err)
+            raise err from exc
         out = await svc.route(principal, body.model, text, explain=body.explain, request_id=request_id)
         out["request_id"] = request_id
         return JSONResponse(out, headers={MODEL_HEADER: out["model"], REQUEST_ID_HEADER: request_id})
@@ -219,7 +222,7 @@ def create_app(
     async def feedback(request: Request) -> JSONResponse:
         principal = await authenticate(request)
         body = await parse_body(request, FeedbackRequest)
-        out = await anyio.to_thread.run_sync(svc.add_feedback, principal, body)
+        out = await anyio.to_thread.run_sync(svc.request_log.rate_for, principal, body)
         return JSONResponse(out)
 
     @app.get("/v1/logs")
@@ -227,16 +230,18 @@ def create_app(
         request: Request, tenant: str | None = None, since: str | None = None, limit: int = 100
     ) -> JSONResponse:
         principal = await authenticate(request)
-        since_dt = _parse_since(since)
+        since_dt = parse_since(since)
         rows = await anyio.to_thread.run_sync(
-            lambda: svc.list_logs(principal, tenant=tenant, since=since_dt, limit=max(1, min(limit, 1000)))
+            lambda: svc.request_log.list_for(
+                principal, tenant=tenant, since=since_dt, limit=max(1, min(limit, 1000))
+            )
         )
         return JSONResponse({"object": "list", "data": json.loads(json.dumps(rows, default=str))})
 
     @app.get("/v1/logs/{request_id}")
     async def log_entry(request: Request, request_id: str) -> JSONResponse:
         principal = await authenticate(request)
-        row = await anyio.to_thread.run_sync(svc.find_request, principal, request_id)
+        row = await anyio.to_thread.run_sync(svc.request_log.find_for, principal, request_id)
         return JSONResponse(json.loads(json.dumps(row, default=str)))
 
     @app.get("/healthz")
@@ -254,33 +259,21 @@ def create_app(
         return JSONResponse(body, status_code=200 if svc.ready else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        access = gateway_config.metrics  # tenants, models and spend: admin keys or the metrics token
+        token = bearer_token(request.headers.get("authorization"))
+        if access.access != "open" and not access.token_matches(token):
+            from routerforge.errors import PermissionDeniedError
+
+            if not (await identify(request)).is_admin:
+                raise PermissionDeniedError(
+                    "/metrics needs an admin key or the metrics token.",
+                    hint="Send 'Authorization: Bearer <admin key or metrics token>' "
+                    "(gateway.yaml metrics: {token_env: NAME}), or set metrics: {access: open}.",
+                )
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-
-
-def _parse_since(value: str | None) -> dt.datetime | None:
-    """``2026-01-31``, an ISO timestamp, or a relative ``15m`` / ``2h`` / ``7d``."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].isdigit():
-        return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
-            seconds=int(value[:-1]) * units[value[-1]]
-        )
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValidationError(
-            f"Cannot read since={value!r}.", hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d."
-        ) from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    return parsed
-
-
-parse_since = _parse_since
 
 
 def app_from_environment() -> FastAPI:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from routerforge.config import env_value
 from routerforge.errors import AuthError, ConfigError
+from routerforge.files import private_dir, write_private
 from routerforge.gateway.db import GatewayDB, KeyInfo
 
 KEY_PREFIX = "rf-"
@@ -45,14 +45,8 @@ def load_pepper(home: Path, env_name: str | None = None) -> bytes:
         return value.encode()
     path = home / "gateway_pepper"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+        private_dir(home)
+        write_private(path, secrets.token_hex(32).encode(), exclusive=True)  # 0600 whatever the umask
     return path.read_bytes().strip()
 
 

@@ -14,7 +14,7 @@ synthetic_models:
   - name: smart
     router: knn                # a directory under $ROUTERFORGE_HOME/routers (or an absolute path)
     models: [small, large]
-    policy: {kind: wtp, knob: 0.5}   # threshold | wtp | tolerance
+    policy: {kind: wtp, knob: 0.5}   # threshold | wtp | tolerance; omit: the router's calibrated knob
     fallbacks: [small]
 tenants:
   - name: acme
@@ -23,12 +23,15 @@ tenants:
     training_opt_out: true
 limits: {requests_per_minute: 600, max_prompt_chars: 200000, oversize: reject}
 counters: {backend: auto}      # auto | memory | sql | redis
+metrics: {access: admin, token_env: METRICS_TOKEN}   # /metrics: admin keys or this token; or access: open
 logging: {store_messages: true, redact: [api_key]}
 ```
 """
 
 from __future__ import annotations
 
+import hmac
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -41,7 +44,6 @@ from routerforge.backends.spec import ModelSpec
 from routerforge.config import env_value
 from routerforge.errors import ConfigError
 
-Capability = Literal["tools", "json", "vision"]
 PolicyKind = Literal["threshold", "wtp", "tolerance"]
 
 
@@ -49,89 +51,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelConfig(_Strict):
-    """One real candidate model the gateway can call."""
+class ModelConfig(ModelSpec):
+    """One real candidate model the gateway can call: a :class:`~routerforge.backends.spec.ModelSpec` (the one
+    candidate-model type: id, provider, base_url, prices in USD per million tokens, context window,
+    capabilities, timeouts) plus the *name* of the environment variable that holds its key and its fallbacks.
+    A key written into the file itself is refused."""
 
-    id: str = Field(description="The model id clients send, and the id routers predict scores for.")
-    provider: str = Field(
-        default="openai",
-        description='"openai" for any OpenAI-compatible base_url, or a LiteLLM provider string such as "anthropic/claude-3-haiku".',
-    )
-    base_url: str | None = None
-    upstream_model: str | None = Field(default=None, description="Model name sent upstream (default: id).")
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the key."
     )
-    input_usd_per_mtok: float = Field(default=0.0, ge=0)
-    output_usd_per_mtok: float = Field(default=0.0, ge=0)
-    context_window: int | None = Field(default=None, ge=1)
-    capabilities: list[Capability] | None = Field(
-        default=None, description="What the model can do; unset = unknown (assumed to fit every request)."
-    )
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent upstream.")
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=10)
     fallbacks: list[str] = Field(
         default_factory=list, description="Models tried, in order, when this one fails."
     )
 
-    @property
-    def upstream_name(self) -> str:
-        return self.upstream_model or self.id
-
-    def api_key(self) -> str | None:
-        return env_value(self.api_key_env) if self.api_key_env else None
+    @model_validator(mode="after")
+    def _no_inline_key(self) -> ModelConfig:
+        if self.api_key is not None:
+            raise ValueError(
+                f"model {self.id!r}: do not write the API key into the config; put it in an environment "
+                "variable and name that variable with api_key_env"
+            )
+        return self
 
     def to_spec(self) -> ModelSpec:
-        """The backends layer's :class:`ModelSpec`, with the API key read from ``api_key_env``."""
-        key = self.api_key()
-        return ModelSpec(
-            id=self.id,
-            provider=self.provider,
-            base_url=self.base_url,
-            upstream_model=self.upstream_model,
-            api_key=SecretStr(key) if key else None,
-            headers=self.headers,
-            input_usd_per_mtok=self.input_usd_per_mtok,
-            output_usd_per_mtok=self.output_usd_per_mtok,
-            context_window=self.context_window,
-            max_output_tokens=self.max_output_tokens,
-            capabilities=None if self.capabilities is None else frozenset(self.capabilities),
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
-        )
-
-    def cost_usd(self, tokens_in: int | None, tokens_out: int | None) -> float:
-        return (
-            (tokens_in or 0) * self.input_usd_per_mtok + (tokens_out or 0) * self.output_usd_per_mtok
-        ) / 1e6
-
-    @property
-    def unit_price(self) -> float:
-        """A per-query price proxy for policies: 1,000 input + 500 output tokens."""
-        return self.cost_usd(1000, 500)
+        """The :class:`ModelSpec` the backends call, with the key read from ``api_key_env``."""
+        key = env_value(self.api_key_env) if self.api_key_env else None
+        values = self.model_dump(exclude={"api_key_env", "fallbacks", "api_key"})
+        return ModelSpec(**values, api_key=SecretStr(key) if key else None)
 
 
 class PolicyConfig(_Strict):
-    kind: PolicyKind = "wtp"
+    """The policy of a synthetic model. Unset fields come from the router's calibration
+    (``routerforge calibrate``), else the defaults (threshold 0.5 for two candidates, else λ = 0)."""
+
+    kind: PolicyKind | None = Field(
+        default=None, description="threshold | wtp | tolerance (default: the calibrated policy)."
+    )
     knob: float | None = Field(
         default=None,
-        description="threshold t in [0,1], λ (USD⁻¹ per query, ≥ 0) or δ (score tolerance, ≥ 0).",
-    )
-    target: str | None = Field(
-        default=None,
-        description="Calibrated target recorded with the router (e.g. 'strong-share=0.3'); informative.",
+        description="threshold t ≥ 0, λ (quality points per USD, ≥ 0) or δ (score tolerance, ≥ 0); "
+        "default: the router's calibrated knob.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
-        if self.knob is None:
-            self.knob = {"threshold": 0.5, "wtp": 0.0, "tolerance": 0.05}[self.kind]
-        if self.kind == "threshold" and not 0.0 <= self.knob <= 1.0:
-            raise ValueError(f"a threshold knob must lie in [0, 1], got {self.knob}")
-        if self.knob < 0:
-            raise ValueError(f"the {self.kind} knob must be ≥ 0, got {self.knob}")
+        if self.knob is not None:
+            if self.kind is None:
+                raise ValueError("a knob needs a policy kind (threshold, wtp or tolerance)")
+            if not math.isfinite(self.knob) or self.knob < 0:
+                raise ValueError(f"the {self.kind} knob must be a finite number ≥ 0, got {self.knob}")
         return self
 
 
@@ -173,7 +141,8 @@ class LimitsConfig(_Strict):
 class CountersConfig(_Strict):
     backend: Literal["auto", "memory", "sql", "redis"] = Field(
         default="auto",
-        description="auto: sql when the store is PostgreSQL, else memory (single process).",
+        description="auto: sql whenever there is a store (budgets and rate limits survive restarts), "
+        "memory without one.",
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "routerforge"
@@ -185,8 +154,16 @@ class LoggingConfig(_Strict):
         default_factory=lambda: [r"sk-[A-Za-z0-9_\-]{8,}", r"rf-[A-Za-z0-9_\-]{8,}"],
         description="Regexes replaced by [REDACTED] in logged messages and responses.",
     )
-    batch_size: int = Field(default=200, ge=1)
-    flush_interval_s: float = Field(default=0.2, gt=0)
+    durability: Literal["commit", "async"] = Field(
+        default="commit",
+        description="commit: a response is sent only after its log row has committed (group commit; "
+        "survives kill -9 and, on SQLite with synchronous=FULL, power loss). async: rows are written in "
+        "the background every flush_interval_s; rows still queued are lost if the process is killed.",
+    )
+    batch_size: int = Field(default=200, ge=1, description="Most log rows written in one transaction.")
+    flush_interval_s: float = Field(
+        default=0.2, gt=0, description="async durability: how often queued rows are written."
+    )
 
     def compiled(self) -> list[re.Pattern[str]]:
         return [re.compile(p) for p in self.redact_patterns]
@@ -224,6 +201,27 @@ class ReliabilityConfig(_Strict):
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
 
 
+class MetricsConfig(_Strict):
+    """Who may read ``GET /metrics`` (it shows tenants, models and spend)."""
+
+    access: Literal["admin", "open"] = Field(
+        default="admin",
+        description="admin: an admin API key or the metrics token (Authorization: Bearer …); "
+        "open: anyone who can reach the port.",
+    )
+    token_env: str | None = Field(
+        default=None,
+        description="Env var holding a token that may read /metrics (for a Prometheus scraper) besides admin keys.",
+    )
+
+    def token_matches(self, token: str | None) -> bool:
+        """True when ``token`` is the metrics token (compared in constant time; an unset token never matches)."""
+        expected = env_value(self.token_env) if self.token_env else None
+        if not token or not expected:
+            return False
+        return hmac.compare_digest(token.encode(), expected.encode())
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     synthetic_models: list[SyntheticModelConfig] = Field(default_factory=list)
@@ -240,11 +238,7 @@ class GatewayConfig(_Strict):
         default=None,
         description="Env var with the API-key pepper (default: a 0600 file in the home directory).",
     )
-    default_router_policy: PolicyConfig = Field(
-        default_factory=lambda: PolicyConfig(kind="threshold", knob=0.5),
-        description="Policy of router-<router>-<threshold> names (the threshold comes from the name).",
-    )
-
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:
         ids = [m.id for m in self.models]

@@ -1,14 +1,16 @@
 """Gateway tables (tenants, API keys, request log + attempts, feedback, shared counters) and their access.
 
-Tables subclass the store's declarative ``Base`` so one Alembic history covers them (revision
-``0101_gateway`` in ``routerforge/migrations/versions``). :class:`GatewayDB` is synchronous; the app
+Tables subclass the store's declarative ``Base`` so one Alembic history covers them (revisions
+``0101_gateway`` and later in ``routerforge/migrations/versions``). :class:`GatewayDB` opens the database
+with the store's engine factory (:func:`routerforge.data.sqlutil.make_engine`) and holds tenants, keys and
+counters; the request log's queries are in :mod:`routerforge.gateway.requestlog`. It is synchronous: the app
 calls it from worker threads (the log writer, key lookups on a cache miss) and never on the event loop.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +24,15 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    create_engine,
     delete,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from routerforge.data.schema import Base
+from routerforge.data.sqlutil import dialect_insert, make_engine, normalise_url, upgrade_schema
 
 
 def utcnow() -> dt.datetime:
@@ -84,8 +84,11 @@ class GwRequest(Base):
     predicted: Mapped[Any] = mapped_column(JSON, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     knob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    policy: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    decision: Mapped[Any] = mapped_column(JSON, nullable=True)
     tokens_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_out: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     routing_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     upstream_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -129,9 +132,6 @@ class GwCounter(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, index=True)
 
 
-GATEWAY_TABLES = [t.__table__ for t in (GwTenant, GwApiKey, GwRequest, GwAttempt, GwFeedback, GwCounter)]
-
-
 @dataclass
 class KeyInfo:
     id: str
@@ -158,57 +158,28 @@ def _key_info(row: Any) -> KeyInfo:
 
 
 _KEYS = GwApiKey.__table__
-_REQ = GwRequest.__table__
-_ATT = GwAttempt.__table__
-_FB = GwFeedback.__table__
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so the log writer and readers coexist."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
-
-
-def ensure_schema(url: str) -> None:
-    """Create or migrate every table (the store's and the gateway's) with the store's Alembic history."""
-    try:
-        from routerforge.data.store import Store
-    except ImportError:  # the store module is not there (partial install): create the gateway tables only
-        engine = make_engine(url)
-        Base.metadata.create_all(engine, tables=GATEWAY_TABLES)  # type: ignore[arg-type]
-        engine.dispose()
-        return
-    store = Store(url)
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
 
 
 class GatewayDB:
     """Synchronous access to the gateway tables."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, durable_log: bool = False) -> None:
+        """``durable_log``: the request log's writes (``log_engine``) are synced to disk before a commit
+        returns (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); keys and counters
+        keep the cheaper default on ``engine``."""
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url)
+        self.log_engine = make_engine(self.url, durable=True) if durable_log else self.engine
         if migrate:
-            ensure_schema(url)
-        self.url = url
-        self.engine = make_engine(url)
-        self.dialect = self.engine.dialect.name
+            try:
+                upgrade_schema(self.engine)  # every table, the store's included: one Alembic history
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         self.engine.dispose()
+        self.log_engine.dispose()
 
     # -- tenants --------------------------------------------------------------------------------
     def ensure_tenant(self, name: str, *, training_opt_out: bool | None = None) -> None:
@@ -288,141 +259,15 @@ class GatewayDB:
             )
         return bool(res.rowcount)
 
-    # -- request log ----------------------------------------------------------------------------
-    def write_requests(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert a batch of request rows; each may carry ``attempts`` (a list of dicts)."""
-        if not rows:
-            return
-        requests: list[dict[str, Any]] = []
-        attempts: list[dict[str, Any]] = []
-        for row in rows:
-            r = dict(row)
-            for seq, a in enumerate(r.pop("attempts", None) or []):
-                attempts.append(
-                    {
-                        "request_id": r["id"],
-                        "seq": seq,
-                        "model": a.get("model", ""),
-                        "status": a.get("status", ""),
-                        "status_code": a.get("status_code"),
-                        "latency_ms": a.get("latency_ms"),
-                        "error": a.get("error"),
-                    }
-                )
-            requests.append(r)
-        with self.engine.begin() as conn:
-            conn.execute(insert(GwRequest), requests)
-            if attempts:
-                conn.execute(insert(GwAttempt), attempts)
-
-    def get_request(self, request_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_REQ).where(_REQ.c.id == request_id)).mappings().first()
-            if row is None:
-                return None
-            atts = conn.execute(
-                select(_ATT).where(_ATT.c.request_id == request_id).order_by(_ATT.c.seq)
-            ).mappings()
-            out = dict(row)
-            out["attempts"] = [
-                {
-                    "model": a["model"],
-                    "status": a["status"],
-                    "status_code": a["status_code"],
-                    "latency_ms": a["latency_ms"],
-                    "error": a["error"],
-                }
-                for a in atts
-            ]
-        return out
-
-    def list_requests(
-        self,
-        *,
-        tenant: str | None = None,
-        since: dt.datetime | None = None,
-        limit: int = 100,
-        with_feedback: bool = False,
-    ) -> list[dict[str, Any]]:
-        stmt = select(_REQ).order_by(_REQ.c.created_at.desc()).limit(limit)
-        if tenant is not None:
-            stmt = stmt.where(GwRequest.tenant == tenant)
-        if since is not None:
-            stmt = stmt.where(GwRequest.created_at >= since)
-        if with_feedback:
-            stmt = stmt.where(GwRequest.id.in_(select(GwFeedback.request_id)))
-        with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
-            ids = [r["id"] for r in rows]
-            by_id: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-            if ids:
-                for a in conn.execute(
-                    select(_ATT).where(_ATT.c.request_id.in_(ids)).order_by(_ATT.c.seq)
-                ).mappings():
-                    by_id[a["request_id"]].append(
-                        {
-                            "model": a["model"],
-                            "status": a["status"],
-                            "status_code": a["status_code"],
-                            "latency_ms": a["latency_ms"],
-                            "error": a["error"],
-                        }
-                    )
-        for r in rows:
-            r["attempts"] = by_id.get(r["id"], [])
-        return rows
-
-    # -- feedback -------------------------------------------------------------------------------
-    def add_feedback(
-        self, *, request_id: str, tenant: str, rating: float, labels: dict[str, Any], comment: str | None
-    ) -> int:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                insert(GwFeedback).values(
-                    request_id=request_id,
-                    tenant=tenant,
-                    rating=rating,
-                    labels=labels,
-                    comment=comment,
-                    created_at=utcnow(),
-                )
-            )
-            pk = res.inserted_primary_key
-        return int(pk[0]) if pk else 0
-
-    def feedback_for(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-        ids = list(request_ids)
-        out: dict[str, list[dict[str, Any]]] = {}
-        if not ids:
-            return out
-        with self.engine.connect() as conn:
-            for f in conn.execute(
-                select(_FB).where(_FB.c.request_id.in_(ids)).order_by(_FB.c.created_at)
-            ).mappings():
-                out.setdefault(f["request_id"], []).append(
-                    {
-                        "rating": f["rating"],
-                        "labels": f["labels"] or {},
-                        "comment": f["comment"],
-                        "tenant": f["tenant"],
-                    }
-                )
-        return out
-
     # -- counters (used by ratelimit.SqlCounters) --------------------------------------------------
     def counter_add(self, key: str, amount: float, ttl_s: float) -> float:
         """Atomically add ``amount`` to counter ``key`` (created with a TTL) and return the new value."""
-        now = utcnow()
-        expires = now + dt.timedelta(seconds=ttl_s)
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-        ins = dialect_insert(GwCounter).values(key=key, value=amount, expires_at=expires)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[GwCounter.key], set_={"value": GwCounter.value + ins.excluded.value}
-        ).returning(GwCounter.value)
+        expires = utcnow() + dt.timedelta(seconds=ttl_s)
         with self.engine.begin() as conn:
+            ins = dialect_insert(conn)(GwCounter).values(key=key, value=amount, expires_at=expires)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[GwCounter.key], set_={"value": GwCounter.value + ins.excluded.value}
+            ).returning(GwCounter.value)
             value = conn.execute(stmt).scalar_one()
         return float(value)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from routerforge.data.records import EvalRecord, text_hash
 from routerforge.gateway.db import GatewayDB
+from routerforge.gateway.requestlog import RequestLog
 
 
 @dataclass
@@ -37,8 +38,9 @@ def records_from_logs(
 ) -> LogExport:
     out = LogExport()
     opt_out = set(opted_out) | {name for name, flag in db.list_tenants() if flag}
-    rows = db.list_requests(tenant=tenant, since=since, limit=limit, with_feedback=True)
-    feedback = db.feedback_for(r["id"] for r in rows)
+    log = RequestLog(db)
+    rows = log.query(tenant=tenant, since=since, limit=limit, with_feedback=True)
+    feedback = log.feedback_for(r["id"] for r in rows)
     for row in rows:
         out.requests_seen += 1
         if row["tenant"] in opt_out:

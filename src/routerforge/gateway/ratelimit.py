@@ -2,11 +2,13 @@
 
 Three counter stores, one interface (``add`` returns the new value; ``get`` reads several):
 
-* :class:`MemoryCounters` — a dict in this process. Right for SQLite and one worker; with
-  ``--workers N`` each process would count alone, so ``serve`` refuses that combination.
+* :class:`MemoryCounters` — a dict in this process, lost on restart: only for a gateway without a store
+  (``counters.backend: memory`` asks for it explicitly); with ``--workers N`` each process would count
+  alone, so ``serve`` refuses that combination.
 * :class:`SqlCounters` — a ``gw_counters`` row per key, updated with one atomic
-  ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (PostgreSQL; SQLite also works). The default whenever
-  the store is PostgreSQL, so workers and replicas sharing the database share limits and budgets.
+  ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (PostgreSQL and SQLite). The default whenever there is a
+  store, so budgets and rate limits survive a restart, and workers and replicas sharing the database
+  share them.
 * :class:`RedisCounters` — ``INCRBYFLOAT`` + ``EXPIRE`` in one pipeline (``counters.backend: redis``).
 
 Rate limits are fixed one-minute windows per API key: the counter ``rl:<key>:<minute>``.
@@ -122,10 +124,10 @@ class RedisCounters:
 
 
 def build_counters(config: CountersConfig, db: GatewayDB | None) -> Counters:
-    """The counter store named by ``config.backend`` (``auto``: sql on PostgreSQL, memory otherwise)."""
+    """The counter store named by ``config.backend`` (``auto``: sql when there is a store, else memory)."""
     backend = config.backend
     if backend == "auto":
-        backend = "sql" if db is not None and db.dialect == "postgresql" else "memory"
+        backend = "sql" if db is not None else "memory"
     if backend == "redis":
         return RedisCounters(config.redis_url, config.prefix)
     if backend == "sql":

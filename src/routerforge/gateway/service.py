@@ -2,18 +2,21 @@
 
 Shared by the HTTP app (``gateway/app.py``) and the in-process SDK (``routerforge.sdk``): prompt-size
 limits, budgets and the budget shift, routing, the upstream fallback chain, cost, metrics and the request
-log. HTTP concerns (auth headers, status codes, SSE framing) stay in the app.
+log. HTTP concerns (auth headers, status codes) stay in the app, the SSE wire format in ``gateway/sse.py``,
+the request log's queries in ``gateway/requestlog.py``.
+
+Every request that has a request id gets exactly one :class:`LogEntry`, filled as the request goes and
+recorded when it ends. With ``logging.durability: commit`` recording waits for the row's commit, and the
+answer (the JSON body; for a stream, the final ``[DONE]``) is sent only after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -24,8 +27,6 @@ from routerforge.backends.reliability import BreakerPolicy, ChainStream, RetryPo
 from routerforge.config import Settings
 from routerforge.errors import (
     FallbackExhaustedError,
-    NotFoundError,
-    PermissionDeniedError,
     RouterForgeError,
     UpstreamError,
     ValidationError,
@@ -34,27 +35,25 @@ from routerforge.gateway.auth import Principal
 from routerforge.gateway.budgets import Budgets, BudgetState
 from routerforge.gateway.config import GatewayConfig
 from routerforge.gateway.db import GatewayDB, utcnow
+from routerforge.gateway.logentry import UNKNOWN_TENANT, AttemptEntry, LogEntry
 from routerforge.gateway.logwriter import LogWriter
 from routerforge.gateway.metrics import GatewayMetrics
 from routerforge.gateway.ratelimit import Counters, RateLimiter, build_counters
+from routerforge.gateway.requestlog import RequestLog
 from routerforge.gateway.routing import Decision, Routing
 from routerforge.gateway.schemas import (
     ChatCompletionRequest,
-    FeedbackRequest,
-    chunk_body,
     completion_body,
     content_text,
     error_body,
     prompt_text,
-    usage_body,
 )
-
-_ids = random.Random(secrets.randbits(128))  # seeded once from the OS; os.urandom per request is slow
+from routerforge.gateway.sse import ChunkBodies
 
 
 def new_request_id() -> str:
-    """A 24-hex-digit request id (unique, not secret: access to a request is checked by tenant)."""
-    return f"{_ids.getrandbits(96):024x}"
+    """A 24-hex-digit request id from the OS's CSPRNG (unpredictable; ~1.2 µs, measured)."""
+    return secrets.token_hex(12)
 
 
 def error_code(exc: BaseException) -> int:
@@ -67,12 +66,11 @@ def limit_prompt(messages: list[dict[str, Any]], max_chars: int, mode: str) -> l
     if total <= max_chars:
         return messages
     if mode == "reject":
-        err = ValidationError(
+        raise ValidationError(
             f"The prompt has {total} characters; this gateway accepts at most {max_chars}.",
             hint="Shorten the messages (or ask the operator for limits.oversize: truncate).",
+            code="context_length_exceeded",
         )
-        err.code = "context_length_exceeded"  # type: ignore[attr-defined]
-        raise err
     out = [dict(m) for m in messages]
     while total > max_chars:
         droppable = [i for i, m in enumerate(out[:-1]) if m.get("role") != "system"]
@@ -100,7 +98,8 @@ class Prepared:
     decision: Decision
     budget: BudgetState | None
     started: float
-    log: dict[str, Any] = field(default_factory=dict)
+    log: LogEntry
+    logged: bool = False  # the log entry has been recorded (exactly once per request)
 
 
 class GatewayService:
@@ -118,7 +117,7 @@ class GatewayService:
         self.settings = settings
         self.config = config
         self.db = db
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics.for_gateway(config, lambda: self.routing.loaded)
         self.counters = counters or build_counters(config.counters, db)
         self.budgets = Budgets(config, self.counters)
         self.limiter = RateLimiter(self.counters, config.limits.requests_per_minute)
@@ -134,21 +133,26 @@ class GatewayService:
             ),
         )
         self.logs: LogWriter | None = None
+        self.requests: RequestLog | None = None
         if db is not None:
+            self.requests = RequestLog(db)
             self.logs = LogWriter(
-                db,
+                self.requests,
+                durable=config.logging.durability == "commit",
                 batch_size=config.logging.batch_size,
                 flush_interval_s=config.logging.flush_interval_s,
                 redact_patterns=config.logging.compiled(),
                 store_messages=config.logging.store_messages,
             )
+            self.requests.flush = self.logs.flush  # a caller reads back the request it has just made
         self.ready = False
 
     @classmethod
     def from_settings(
         cls, settings: Settings, config: GatewayConfig, *, store: bool = True
     ) -> GatewayService:
-        db = GatewayDB(settings.store_url) if store else None
+        durable = config.logging.durability == "commit"
+        db = GatewayDB(settings.store_url, durable_log=durable) if store else None
         if db is not None:
             for t in config.tenants:
                 db.ensure_tenant(t.name, training_opt_out=t.training_opt_out)
@@ -181,9 +185,7 @@ class GatewayService:
             if s.tenant in (None, principal.tenant):
                 out.append({"id": s.name, "object": "model", "created": now, "owned_by": "routerforge"})
         for r in self.routing.router_names(principal.tenant):
-            out.append(
-                {"id": f"router-{r}-0.5", "object": "model", "created": now, "owned_by": "routerforge"}
-            )
+            out.append({"id": f"router-{r}", "object": "model", "created": now, "owned_by": "routerforge"})
         return out
 
     # -- routing ------------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ class GatewayService:
         started = time.perf_counter()
         log = None
         if request_id is not None:
-            log = self._log_row(request_id, principal, model, "route", prompt=text)
+            log = self._new_entry(request_id, principal, model, "route", prompt=text)
         try:
             decision, budget = await self._decide(principal, model, text, None)
             out = decision.to_dict()
@@ -247,32 +249,25 @@ class GatewayService:
                     out["explanation"] = exp
         except BaseException as exc:
             if log is not None:
-                self._finish_log(log, started, status=error_code(exc), error=str(exc))
+                await self._finish_log(log, started, status=error_code(exc), error=str(exc))
             raise
         if log is not None:
-            log.update(
-                synthetic_model=decision.synthetic_model,
-                chosen_model=decision.model,
-                predicted=decision.predicted or None,
-                reason=decision.reason,
-                knob=out["knob"],
-                routing_ms=decision.routing_ms,
-            )
-            self._finish_log(log, started, status=200, error=None)
+            _log_decision(log, decision)
+            await self._finish_log(log, started, status=200, error=None)
         return out
 
     async def prepare(self, principal: Principal, req: ChatCompletionRequest, request_id: str) -> Prepared:
         """Validate limits, check the budget and route. Refusals are logged before they propagate."""
         started = time.perf_counter()
         raw_messages = req.message_dicts()
-        log = self._log_row(
+        log = self._new_entry(
             request_id, principal, req.model, "chat", stream=req.stream, messages=raw_messages
         )
         try:
             messages = limit_prompt(
                 raw_messages, self.config.limits.max_prompt_chars, self.config.limits.oversize
             )
-            log["messages"] = messages
+            log.messages = messages
             extra = req.extra_fields()
             for key in ("top_p", "tool_choice", "user", "max_completion_tokens"):
                 value = getattr(req, key)
@@ -290,20 +285,13 @@ class GatewayService:
                 extra=extra,
             )
             text = prompt_text(messages)
-            log["prompt"] = text
+            log.prompt = text
             decision, budget = await self._decide(principal, req.model, text, RequestNeeds.of(chat))
         except BaseException as exc:
             self.metrics.requests.labels(req.model, "", str(error_code(exc))).inc()
-            self._finish_log(log, started, status=error_code(exc), error=str(exc))
+            await self._finish_log(log, started, status=error_code(exc), error=str(exc))
             raise
-        log.update(
-            synthetic_model=decision.synthetic_model,
-            chosen_model=decision.model,
-            predicted=decision.predicted or None,
-            reason=decision.reason,
-            knob=decision.to_dict()["knob"],
-            routing_ms=decision.routing_ms,
-        )
+        _log_decision(log, decision)
         return Prepared(request_id, principal, req, messages, chat, decision, budget, started, log)
 
     # -- chat ---------------------------------------------------------------------------------------
@@ -338,8 +326,10 @@ class GatewayService:
                 tokens_out=res.tokens_out,
                 message=message,
             )
-            await self._account(prep, model, res.tokens_in, res.tokens_out, res.cost_usd, res.latency_ms)
-            prep.log.update(answered_model=model, response_text=res.text)
+            await self._account(prep, model, res.tokens_in, res.tokens_out, res.cost_usd)
+            prep.log.answered_model = model
+            prep.log.response_text = res.text
+            prep.log.usage_estimated = chain.usage_estimated
             status, error = 200, None
             return body
         except BaseException as exc:
@@ -348,7 +338,8 @@ class GatewayService:
         finally:
             self._record_attempts(prep, attempts)
             self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
-            self._finish_log(prep.log, prep.started, status=status, error=error)
+            prep.logged = True
+            await self._finish_log(prep.log, prep.started, status=status, error=error)
 
     async def open_stream(self, prep: Prepared) -> ChainStream:
         """Start the upstream stream (falls back until the first content arrives)."""
@@ -358,79 +349,63 @@ class GatewayService:
             attempts = exc.attempts if isinstance(exc, FallbackExhaustedError) else []
             self._record_attempts(prep, attempts)
             self.metrics.requests.labels(prep.request.model, prep.decision.model, str(error_code(exc))).inc()
-            self._finish_log(prep.log, prep.started, status=error_code(exc), error=str(exc))
+            prep.logged = True
+            await self._finish_log(prep.log, prep.started, status=error_code(exc), error=str(exc))
             raise
 
-    async def sse(self, prep: Prepared, stream: ChainStream) -> AsyncIterator[bytes]:
-        """The SSE byte stream for an open upstream stream; ends with an error event on a mid-stream failure."""
-        created = int(time.time())
-        model = stream.model.id
+    async def stream_bodies(self, prep: Prepared, stream: ChainStream) -> AsyncIterator[dict[str, Any]]:
+        """The ``chat.completion.chunk`` bodies of an open upstream stream, then the usage body
+        (``stream_options.include_usage``), or an OpenAI error body after a mid-stream failure.
+
+        The log entry is recorded before the iterator ends (``commit`` durability: committed), so the
+        ``[DONE]`` that follows the last body (``gateway/sse.py``) is only sent once the row is stored.
+        """
+        bodies = ChunkBodies(prep.request_id, stream.model.id, int(time.time()))
         include_usage = bool(prep.request.stream_options and prep.request.stream_options.include_usage)
-        status: int = 499
-        error: str | None = "client disconnected"
-        first = True
         try:
             try:
                 async for chunk in stream:
-                    delta: dict[str, Any] = {}
-                    if first:
-                        delta["role"] = "assistant"
-                        first = False
-                    raw_delta = _raw_delta(chunk.raw)
-                    if raw_delta:
-                        delta.update({k: v for k, v in raw_delta.items() if k != "role"})
-                    elif chunk.delta:
-                        delta["content"] = chunk.delta
-                    if not delta and chunk.finish_reason is None:
-                        continue
-                    body = chunk_body(
-                        request_id=prep.request_id,
-                        model=model,
-                        created=created,
-                        delta=delta,
-                        finish_reason=chunk.finish_reason,
-                    )
-                    yield _sse(body)
-                if include_usage:
-                    yield _sse(
-                        chunk_body(
-                            request_id=prep.request_id,
-                            model=model,
-                            created=created,
-                            delta=None,
-                            usage=usage_body(stream.tokens_in, stream.tokens_out),
-                        )
-                    )
-                yield b"data: [DONE]\n\n"
-                status, error = 200, None
+                    body = bodies.of(chunk)
+                    if body is not None:
+                        yield body
             except UpstreamError as exc:
-                status, error = 502, f"mid-stream: {exc}"
-                body = error_body(str(exc), exc.error_type, code=str(exc.status_code or "upstream_error"))
-                yield _sse(body)
-                yield b"data: [DONE]\n\n"
+                await self._finish_stream(prep, stream, 502, f"mid-stream: {exc}")
+                yield error_body(str(exc), exc.error_type, code=str(exc.status_code or "upstream_error"))
+                return
+            await self._finish_stream(prep, stream, 200, None)
+            if include_usage:
+                yield bodies.usage(stream.tokens_in, stream.tokens_out)
         finally:
-            await stream.aclose()
-            await self._finish_stream(prep, stream, status, error)
+            if not prep.logged:  # the client went away mid-stream: log without waiting for the commit
+                await self._finish_stream(prep, stream, 499, "client disconnected", wait=False)
 
     async def _finish_stream(
-        self, prep: Prepared, stream: ChainStream, status: int, error: str | None
+        self, prep: Prepared, stream: ChainStream, status: int, error: str | None, *, wait: bool = True
     ) -> None:
-        if prep.log.get("_done"):
+        """Close the upstream stream and record the request's log entry (once)."""
+        if prep.logged:
             return
-        model = stream.model.id
-        prep.log.update(answered_model=model, response_text=stream.text)
-        self._record_attempts(prep, stream.attempts)
+        prep.logged = True
         try:
-            await self._account(prep, model, stream.tokens_in, stream.tokens_out, stream.cost_usd, None)
-        finally:
-            self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
-            self._finish_log(prep.log, prep.started, status=status, error=error)
+            await stream.aclose()
+        finally:  # also when cancelled (the client went away): the entry is queued without suspending
+            model = stream.model.id
+            prep.log.answered_model = model
+            prep.log.response_text = stream.text
+            prep.log.usage_estimated = stream.usage_estimated
+            self._record_attempts(prep, stream.attempts)
+            try:
+                await self._account(prep, model, stream.tokens_in, stream.tokens_out, stream.cost_usd)
+            finally:
+                self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
+                await self._finish_log(prep.log, prep.started, status=status, error=error, wait=wait)
 
     async def finish_abandoned(self, prep: Prepared, stream: ChainStream) -> None:
-        """Called after the response ended however it ended: logs a stream that never started iterating."""
-        if not prep.log.get("_done"):
-            await stream.aclose()
-            await self._finish_stream(prep, stream, 499, "client disconnected before the stream started")
+        """Called after the response ended however it ended: logs a stream whose bodies were never read."""
+        if not prep.logged:
+            await self._finish_stream(
+                prep, stream, 499, "client disconnected before the stream started", wait=False
+            )
 
     # -- accounting and log -------------------------------------------------------------------------
     async def _account(
@@ -440,10 +415,9 @@ class GatewayService:
         tokens_in: int | None,
         tokens_out: int | None,
         cost_usd: float | None,
-        upstream_ms: float | None,
     ) -> None:
         cost = float(cost_usd or 0.0)
-        prep.log.update(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd)
+        prep.log.tokens_in, prep.log.tokens_out, prep.log.cost_usd = tokens_in, tokens_out, cost_usd
         m = self.metrics
         if tokens_in:
             m.tokens.labels(model, "in").inc(tokens_in)
@@ -457,106 +431,76 @@ class GatewayService:
         rows = []
         upstream_ms = 0.0
         for a in attempts:
-            rows.append(
-                {
-                    "model": a.model,
-                    "status": a.status,
-                    "status_code": a.status_code,
-                    "latency_ms": a.latency_ms,
-                    "error": a.error,
-                }
-            )
+            rows.append(AttemptEntry(a.model, a.status, a.status_code, a.latency_ms, a.error))
             outcome = a.status if a.error != "circuit open" else "open_circuit"
             self.metrics.upstream_attempts.labels(a.model, outcome).inc()
             if a.status != "skipped":
                 upstream_ms += a.latency_ms or 0.0
                 self.metrics.upstream_latency.labels(a.model).observe((a.latency_ms or 0.0) / 1000.0)
-        prep.log["attempts"] = rows
-        prep.log["upstream_ms"] = upstream_ms if rows else None
+        prep.log.attempts = rows
+        prep.log.upstream_ms = upstream_ms if rows else None
 
-    def _log_row(
+    def _new_entry(
         self,
         request_id: str,
-        principal: Principal,
+        principal: Principal | None,
         model: str,
         endpoint: str,
         *,
         stream: bool = False,
         messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "id": request_id,
-            "tenant": principal.tenant,
-            "key_id": principal.key_id,
-            "created_at": utcnow(),
-            "endpoint": endpoint,
-            "requested_model": model,
-            "stream": stream,
-            "messages": messages,
-            "prompt": prompt,
-            "attempts": [],
-        }
+    ) -> LogEntry:
+        """The log entry of a new request; ``principal`` ``None``: the caller is not known (refused: 401)."""
+        return LogEntry(
+            id=request_id,
+            tenant=principal.tenant if principal is not None else UNKNOWN_TENANT,
+            key_id=principal.key_id if principal is not None else None,
+            created_at=utcnow(),
+            endpoint=endpoint,
+            requested_model=model,
+            stream=stream,
+            messages=messages,
+            prompt=prompt,
+        )
 
-    def _finish_log(self, log: dict[str, Any], started: float, *, status: int, error: str | None) -> None:
-        if log.get("_done"):
-            return
-        log["_done"] = True
-        row = {k: v for k, v in log.items() if not k.startswith("_")}
-        row["status"] = status
-        row["error"] = error
-        row["total_ms"] = (time.perf_counter() - started) * 1000.0
+    async def _finish_log(
+        self, entry: LogEntry, started: float, *, status: int, error: str | None, wait: bool = True
+    ) -> None:
+        """Record ``entry`` (``commit`` durability and ``wait``: once committed). Call once per entry."""
+        entry.status = status
+        entry.error = error
+        entry.total_ms = (time.perf_counter() - started) * 1000.0
         if self.logs is not None:
-            self.logs.submit(row)
+            await self.logs.record(entry, wait=wait)
             self.metrics.log_queue_rows.set(self.logs.written)
 
-    def log_failure(self, principal: Principal, request_id: str, model: str, status: int, error: str) -> None:
-        """Log a request refused before routing (auth passed; validation, budget or rate limit failed)."""
-        log = self._log_row(request_id, principal, model or "", "chat")
-        self.metrics.requests.labels(model or "", "", str(status)).inc()
-        self._finish_log(log, time.perf_counter(), status=status, error=error)
+    async def log_refusal(
+        self, principal: Principal | None, request_id: str, endpoint: str, exc: RouterForgeError
+    ) -> None:
+        """Log a request refused before routing: no or an invalid key (``principal`` ``None``), rate limit,
+        or a body that does not parse. The presented key is never logged."""
+        entry = self._new_entry(request_id, principal, "", endpoint)
+        self.metrics.requests.labels("", "", str(exc.http_status)).inc()
+        await self._finish_log(entry, time.perf_counter(), status=exc.http_status, error=str(exc))
 
-    # -- feedback and logs --------------------------------------------------------------------------
-    def _require_db(self) -> GatewayDB:
-        if self.db is None:
+    @property
+    def request_log(self) -> RequestLog:
+        """The request log's queries (feedback, reads); refuses when the gateway runs without a store."""
+        if self.requests is None:
             raise ValidationError("This gateway runs without a store: no request log.")
-        return self.db
+        return self.requests
 
-    def find_request(self, principal: Principal, request_id: str) -> dict[str, Any]:
-        """A logged request of the caller's tenant (admins: any). Blocking: call from a worker thread."""
-        db = self._require_db()
-        row = db.get_request(request_id)
-        if row is None and self.logs is not None:
-            self.logs.flush()
-            row = db.get_request(request_id)
-        if row is None or (row["tenant"] != principal.tenant and not principal.is_admin):
-            raise NotFoundError(f"No request {request_id!r} in this tenant's log.")
-        return row
 
-    def add_feedback(self, principal: Principal, fb: FeedbackRequest) -> dict[str, Any]:
-        db = self._require_db()
-        row = self.find_request(principal, fb.request_id)
-        if row["tenant"] != principal.tenant and not principal.is_admin:
-            raise PermissionDeniedError("Feedback can only be given on your own tenant's requests.")
-        fid = db.add_feedback(
-            request_id=fb.request_id,
-            tenant=row["tenant"],
-            rating=fb.rating,
-            labels=fb.labels,
-            comment=fb.comment,
-        )
-        return {"id": fid, "request_id": fb.request_id, "status": "recorded"}
-
-    def list_logs(
-        self, principal: Principal, *, tenant: str | None, since: Any, limit: int
-    ) -> list[dict[str, Any]]:
-        db = self._require_db()
-        if self.logs is not None:
-            self.logs.flush()
-        if tenant is not None and tenant != principal.tenant and not principal.is_admin:
-            raise PermissionDeniedError("Only an admin key may read another tenant's log.")
-        scope = tenant if tenant is not None else (None if principal.is_admin else principal.tenant)
-        return db.list_requests(tenant=scope, since=since, limit=limit)
+def _log_decision(entry: LogEntry, decision: Decision) -> None:
+    """Copy a routing decision into its request's log entry."""
+    entry.synthetic_model = decision.synthetic_model
+    entry.chosen_model = decision.model
+    entry.policy = decision.policy
+    entry.predicted = decision.predicted or None
+    entry.reason = decision.reason
+    entry.knob = decision.to_dict()["knob"]
+    entry.routing_ms = decision.routing_ms
 
 
 def _jsonable(value: Any) -> Any:
@@ -570,17 +514,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None
     return value
-
-
-def _raw_delta(raw: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    choices = raw.get("choices") or []
-    if choices and isinstance(choices[0], dict) and isinstance(choices[0].get("delta"), dict):
-        d = dict(choices[0]["delta"])
-        return {k: v for k, v in d.items() if v is not None}
-    return None
-
-
-def _sse(body: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"

@@ -16,6 +16,9 @@ import numpy as np
 from routerforge.embed.base import SparseVector
 
 QueryMode = Literal["dense", "sparse", "hybrid"]
+# How an index is opened: reuse what is there or start empty ("open_or_create"), drop what is there and
+# start empty ("replace"), or require it to exist ("open": a missing shard/collection is an ArtifactError).
+OpenMode = Literal["open_or_create", "replace", "open"]
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
@@ -53,6 +56,10 @@ class Index(Protocol):
         ``mode="hybrid"`` prefetches ``prefetch_limit`` (default ``limit``) dense and sparse candidates and
         fuses them with reciprocal rank fusion (the hit scores are then RRF scores, not similarities).
         """
+        ...
+
+    def optimize(self) -> None:
+        """Build the search structures (HNSW) now; a no-op where the engine does it by itself."""
         ...
 
     def count(self) -> int: ...

@@ -2,6 +2,10 @@
 
 The shard is a directory; ``EdgeIndex(path, dim)`` creates it when empty and reopens it otherwise
 (checking the dimension). Schema: dense ``dense`` (cosine) + sparse ``bm25`` (IDF modifier).
+
+A live shard's files are pre-allocated (32 MiB pages and write-ahead-log segments, mostly holes): about
+100 MiB of apparent size for any number of points. Keep shards in scratch space; to ship an index, ship its
+vectors and rebuild (``routers/knn.py`` does).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 
 from routerforge.embed.base import SparseVector
 from routerforge.errors import ArtifactError
-from routerforge.index._common import QUERY_BATCH, UPSERT_BATCH, build_requests, check_upsert
-from routerforge.index.base import DENSE_VECTOR, RRF_K, SPARSE_VECTOR, Hit, QueryMode
+from routerforge.files import make_private_tree, private_dir
+from routerforge.index._common import QUERY_BATCH, UPSERT_BATCH, SearchMode, check_upsert, run_query
+from routerforge.index.base import DENSE_VECTOR, SPARSE_VECTOR, Hit, OpenMode, QueryMode
 
 CONFIG_FILE = "edge_config.json"
 
@@ -27,11 +32,20 @@ class EdgeIndex:
 
     ``exact=True`` makes dense searches exhaustive (exact and deterministic; about 1 ms per query on
     10,000 MiniLM vectors) instead of HNSW (approximate: ~97 % recall at k=100, and the graph built by
-    :meth:`optimize` differs from build to build). ``hnsw_ef`` widens the HNSW search.
+    :meth:`optimize` differs from build to build). ``hnsw_ef`` widens the HNSW search. ``wal=False``
+    creates the shard without a write-ahead log (faster writes, durable only after :meth:`flush`: for a
+    scratch shard rebuilt from saved vectors). ``mode``: see :data:`~routerforge.index.base.OpenMode`.
     """
 
     def __init__(
-        self, path: str | Path, dim: int, *, hnsw_ef: int | None = None, exact: bool = False
+        self,
+        path: str | Path,
+        dim: int,
+        *,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+        wal: bool = True,
+        mode: OpenMode = "open_or_create",
     ) -> None:
         import qdrant_edge as qe
 
@@ -40,7 +54,14 @@ class EdgeIndex:
         self.hnsw_ef = hnsw_ef
         self.exact = exact
         self._qe = qe
-        if (self.path / CONFIG_FILE).is_file():
+        if mode == "replace" and is_shard(self.path):
+            shutil.rmtree(self.path)
+        if mode == "open" and not is_shard(self.path):
+            raise ArtifactError(
+                f"No Qdrant Edge shard in {self.path}.",
+                hint="Build the index first (or pass the right path).",
+            )
+        if is_shard(self.path):
             saved = _saved_dim(self.path)
             if saved is not None and saved != self.dim:
                 raise ArtifactError(
@@ -55,8 +76,9 @@ class EdgeIndex:
             config = qe.EdgeConfig(
                 vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
                 sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                wal_enabled=wal,
             )
-            self.path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path)  # 0700, like every file routerforge writes (routerforge.files)
             self._shard = qe.EdgeShard.create(str(self.path), config)
         self._closed = False
 
@@ -72,8 +94,9 @@ class EdgeIndex:
         arr = check_upsert(ids, dense, sparse, payloads, self.dim)
         for start in range(0, len(ids), UPSERT_BATCH):
             points = []
+            rows = arr[start : start + UPSERT_BATCH].tolist()
             for i in range(start, min(start + UPSERT_BATCH, len(ids))):
-                vector: dict[str, Any] = {DENSE_VECTOR: arr[i].tolist()}
+                vector: dict[str, Any] = {DENSE_VECTOR: rows[i - start]}
                 if sparse is not None and sparse[i].indices:
                     vector[SPARSE_VECTOR] = qe.SparseVector(list(sparse[i].indices), list(sparse[i].values))
                 payload = dict(payloads[i]) if payloads is not None else {"prompt_id": int(ids[i])}
@@ -87,11 +110,6 @@ class EdgeIndex:
     def flush(self) -> None:
         self._shard.flush()
 
-    def copy_to(self, target: Path) -> None:
-        """Flush, then copy the shard's files to ``target`` (a consistent copy of a live shard)."""
-        self.flush()
-        copy_shard(self.path, target)
-
     # -- reads ------------------------------------------------------------------------------------
     def query(
         self,
@@ -103,58 +121,46 @@ class EdgeIndex:
         prefetch_limit: int | None = None,
         with_payload: bool = False,
     ) -> list[list[Hit]]:
-        requests = build_requests(
+        return run_query(
             dense,
             sparse,
             mode=mode,
             dim=self.dim,
             limit=limit,
-            make=lambda vec, sp: self._request(vec, sp, limit, mode, prefetch_limit, with_payload),
+            prefetch_limit=prefetch_limit,
+            make=lambda vec, sp, kind, lim: self._request(vec, sp, kind, lim, with_payload),
+            execute=lambda requests: self._execute(requests, with_payload),
         )
-        out: list[list[Hit]] = []
+
+    def _execute(self, requests: list[Any], with_payload: bool) -> list[list[Hit]]:
         if len(requests) == 1:  # one prompt (the request path): a plain query has less overhead
             results = [self._shard.query(requests[0])]
         else:
             results = []
             for start in range(0, len(requests), QUERY_BATCH):
-                results.extend(
-                    self._shard.query_batch(self._qe.QueryBatchRequest(requests[start : start + QUERY_BATCH]))
-                )
-        for points in results:
-            out.append([Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points])
-        return out
+                batch = self._qe.QueryBatchRequest(requests[start : start + QUERY_BATCH])
+                results.extend(self._shard.query_batch(batch))
+        return [
+            [Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in points]
+            for points in results
+        ]
 
     def _request(
-        self,
-        dense: np.ndarray,
-        sparse: SparseVector | None,
-        limit: int,
-        mode: QueryMode,
-        prefetch_limit: int | None,
-        with_payload: bool,
+        self, dense: np.ndarray, sparse: SparseVector | None, kind: SearchMode, limit: int, with_payload: bool
     ) -> Any:
         qe = self._qe
+        if kind == "sparse":
+            assert sparse is not None
+            vector = qe.SparseVector(list(sparse.indices), list(sparse.values))
+            query = qe.Query.Nearest(vector, using=SPARSE_VECTOR)
+            return qe.QueryRequest(limit=limit, query=query, with_payload=with_payload)
         params = None
         if self.exact:
             params = qe.SearchParams(exact=True)
         elif self.hnsw_ef:
             params = qe.SearchParams(hnsw_ef=self.hnsw_ef)
-        dense_q = qe.Query.Nearest(dense.tolist(), using=DENSE_VECTOR)
-        if mode == "dense":
-            return qe.QueryRequest(limit=limit, query=dense_q, with_payload=with_payload, params=params)
-        assert sparse is not None
-        sparse_q = qe.Query.Nearest(
-            qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE_VECTOR
-        )
-        if mode == "sparse":
-            return qe.QueryRequest(limit=limit, query=sparse_q, with_payload=with_payload)
-        pre = max(limit, prefetch_limit or limit)
-        return qe.QueryRequest(
-            limit=limit,
-            prefetches=[qe.Prefetch(pre, dense_q, params=params), qe.Prefetch(pre, sparse_q)],
-            query=qe.Fusion.Rrf(k=RRF_K),
-            with_payload=with_payload,
-        )
+        query = qe.Query.Nearest(dense.tolist(), using=DENSE_VECTOR)
+        return qe.QueryRequest(limit=limit, query=query, with_payload=with_payload, params=params)
 
     def count(self) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True)))
@@ -197,5 +203,8 @@ def _skip_wal_preallocation(directory: str, names: list[str]) -> set[str]:
 
 
 def copy_shard(source: Path, target: Path) -> None:
-    """Copy a shard directory (closed, or flushed by :meth:`EdgeIndex.copy_to`) to ``target``."""
+    """Copy a shard directory (closed, or flushed) to ``target``; the copy is private (0700/0600).
+
+    ``shutil`` writes the holes of the pre-allocated files as zeros: a copy takes ~100 MiB or more."""
     shutil.copytree(source, target, ignore=_skip_wal_preallocation)
+    make_private_tree(target)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from routerforge.config import IndexSettings
 from routerforge.errors import ConfigError
-from routerforge.index.base import Index
+from routerforge.index.base import Index, OpenMode
 
 
 def open_index(
@@ -15,9 +15,17 @@ def open_index(
     dim: int,
     path: str | Path | None = None,
     collection: str = "routerforge",
+    exact: bool = False,
+    mode: OpenMode = "open_or_create",
+    wal: bool = True,
 ) -> Index:
     """``settings.kind == "edge"``: an :class:`EdgeIndex` in ``path``; ``"qdrant"``: a :class:`QdrantIndex`
-    collection ``collection`` at ``settings.url`` (``":memory:"`` for qdrant-client's local mode)."""
+    collection ``collection`` at ``settings.url`` (``":memory:"`` or a directory for qdrant-client's local
+    mode). ``exact``: exhaustive dense search; ``mode``: see :data:`~routerforge.index.base.OpenMode`;
+    ``wal`` (Edge only): keep a write-ahead log (off for a scratch shard rebuilt from saved vectors).
+
+    An unreachable server raises :class:`~routerforge.errors.IndexUnavailableError` here, not later.
+    """
     settings = settings or IndexSettings()
     if settings.kind == "edge":
         if path is None:
@@ -26,7 +34,7 @@ def open_index(
             )
         from routerforge.index.edge import EdgeIndex
 
-        return EdgeIndex(path, dim)
+        return EdgeIndex(path, dim, exact=exact, mode=mode, wal=wal)
     if not settings.url:
         raise ConfigError(
             "index.kind is 'qdrant' but index.url is not set.",
@@ -35,4 +43,4 @@ def open_index(
     from routerforge.index.qdrant import QdrantIndex
 
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    return QdrantIndex(settings.url, collection, dim, api_key=api_key)
+    return QdrantIndex(settings.url, collection, dim, api_key=api_key, exact=exact, mode=mode)

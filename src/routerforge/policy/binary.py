@@ -13,13 +13,14 @@ model, t > 1 never does. Synthetic model names follow RouteLLM: ``router-<router
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from routerforge.errors import ValidationError
 
-_NAME = re.compile(r"^router-(?P<router>[A-Za-z0-9_.:-]+?)-(?P<threshold>\d+(?:\.\d+)?)$")
+_ROUTER = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}"
+_NAME = re.compile(rf"^router-(?P<router>{_ROUTER}?)-(?P<threshold>\d{{1,6}}(?:\.\d{{1,12}})?)$")
+_BARE = re.compile(rf"^router-(?P<router>{_ROUTER})$")
 
 
 def strong_probability(predicted: np.ndarray, strong: int, weak: int) -> np.ndarray:
@@ -31,11 +32,6 @@ def strong_probability(predicted: np.ndarray, strong: int, weak: int) -> np.ndar
         )
     diff = np.nan_to_num(pred[:, strong], nan=0.0) - np.nan_to_num(pred[:, weak], nan=0.0)
     return np.clip(0.5 + diff / 2.0, 0.0, 1.0)
-
-
-def route_strong(p_strong: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean mask: True where the strong model is called (``p ≥ threshold``)."""
-    return np.asarray(p_strong, dtype=np.float64) >= float(threshold)
 
 
 def threshold_for_share(p_strong: np.ndarray, share: float) -> float:
@@ -53,38 +49,23 @@ def threshold_for_share(p_strong: np.ndarray, share: float) -> float:
     return float(p[k - 1])
 
 
-@dataclass(frozen=True)
-class BinaryPolicy:
-    """Strong/weak choice with a threshold on P(strong needed)."""
+def parse_router_model(name: str) -> list[tuple[str, float | None]]:
+    """The readings of a synthetic router name, most specific first; ``[]`` when it is not one.
 
-    strong: str
-    weak: str
-    threshold: float = 0.5
-
-    def choose(self, models: list[str], predicted: np.ndarray) -> list[str]:
-        """The chosen model for every row of ``predicted`` (columns named by ``models``)."""
-        si, wi = _index(models, self.strong), _index(models, self.weak)
-        mask = route_strong(strong_probability(np.atleast_2d(predicted), si, wi), self.threshold)
-        return [self.strong if m else self.weak for m in mask]
-
-
-def parse_router_model(name: str) -> tuple[str, float] | None:
-    """``"router-knn-0.35"`` → ``("knn", 0.35)``; ``None`` when ``name`` is not a synthetic router name."""
+    ``"router-knn-0.35"`` → ``[("knn", 0.35), ("knn-0.35", None)]`` (threshold 0.35 of router ``knn``, or
+    the calibrated knob of a router directory named ``knn-0.35``); ``"router-knn"`` → ``[("knn", None)]``
+    (the router's calibrated knob). Router names are at most 128 characters.
+    """
+    out: list[tuple[str, float | None]] = []
     match = _NAME.match(name)
-    if match is None:
-        return None
-    return match.group("router"), float(match.group("threshold"))
+    if match is not None:
+        out.append((match.group("router"), float(match.group("threshold"))))
+    bare = _BARE.match(name)
+    if bare is not None:
+        out.append((bare.group("router"), None))
+    return out
 
 
-def router_model_name(router: str, threshold: float) -> str:
-    """The synthetic model name for ``router`` at ``threshold`` (inverse of :func:`parse_router_model`)."""
-    return f"router-{router}-{threshold:g}"
-
-
-def _index(models: list[str], name: str) -> int:
-    from routerforge.errors import UnknownModelError
-
-    try:
-        return models.index(name)
-    except ValueError:
-        raise UnknownModelError(name, models, hint="The router was trained on these models.") from None
+def router_model_name(router: str, threshold: float | None = None) -> str:
+    """The synthetic model name for ``router`` at ``threshold`` (``None``: its calibrated knob)."""
+    return f"router-{router}" if threshold is None else f"router-{router}-{threshold:g}"

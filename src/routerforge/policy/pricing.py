@@ -9,8 +9,9 @@ A cell's price (USD for one query of model j on prompt i) is taken, in this orde
 3. the mean recorded cost of that model over the other prompts of the same data;
 4. otherwise NaN (unknown) — N-model policies refuse to run on unknown prices.
 
-When *deciding*, the recorded cost of the query being routed is unknown; :class:`CostModel` estimates it
-from the prompt embedding (learnt from the training prompts' recorded costs), see :func:`estimated_prices`.
+These are the *true* costs used by the metrics. When *deciding*, the recorded cost of the query being
+routed is unknown: :class:`PriceEstimator` gives the decision prices (a :class:`CostModel` learnt from the
+training prompts' recorded costs, registered list prices × estimated tokens, or mean recorded costs).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from routerforge.data.records import CandidateModel
+from routerforge.data.records import CandidateModel, cost_usd
 
 CHARS_PER_TOKEN = 4.0
 DEFAULT_OUTPUT_TOKENS = 256
@@ -30,17 +32,6 @@ DEFAULT_OUTPUT_TOKENS = 256
 def estimate_tokens(text: str) -> int:
     """A cheap, tokenizer-free token estimate: ``ceil(len(text) / 4)``, at least 1."""
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
-
-
-def list_price(
-    model: CandidateModel, prompt_tokens: int, output_tokens: int = DEFAULT_OUTPUT_TOKENS
-) -> float:
-    """USD for one query at the model's list prices; NaN when the model has no prices."""
-    if model.input_cost_usd_per_mtok is None and model.output_cost_usd_per_mtok is None:
-        return math.nan
-    inp = model.input_cost_usd_per_mtok or 0.0
-    out = model.output_cost_usd_per_mtok or 0.0
-    return (prompt_tokens * inp + output_tokens * out) / 1e6
 
 
 def query_prices(
@@ -67,12 +58,9 @@ def query_prices(
         if not missing.any():
             continue
         model = (catalog or {}).get(name)
-        if model is not None and not (
-            model.input_cost_usd_per_mtok is None and model.output_cost_usd_per_mtok is None
-        ):
-            inp = model.input_cost_usd_per_mtok or 0.0
-            out = model.output_cost_usd_per_mtok or 0.0
-            prices[missing, j] = (tokens[missing] * inp + output_tokens * out) / 1e6
+        if model is not None and model.has_prices:
+            inp, out = model.input_usd_per_mtok or 0.0, model.output_usd_per_mtok or 0.0
+            prices[missing, j] = cost_usd(inp, out, tokens[missing], output_tokens)
             continue
         if fallback_mean_usd is not None and name in fallback_mean_usd:
             prices[missing, j] = fallback_mean_usd[name]
@@ -157,19 +145,142 @@ class CostModel:
         return model
 
 
-def estimated_prices(
-    prompts: Sequence[str],
-    models: Sequence[str],
-    dense: np.ndarray | None,
-    cost_model: CostModel | None,
-    *,
-    catalog: Mapping[str, CandidateModel] | None = None,
-    fallback_mean_usd: Mapping[str, float] | None = None,
-) -> np.ndarray:
-    """Decision prices (known before the call): the cost model's estimate where it has one, else
-    :func:`query_prices` without record costs (list price × tokens, then the mean recorded cost)."""
-    prices = query_prices(prompts, models, None, catalog, fallback_mean_usd=fallback_mean_usd)
-    if cost_model is not None and dense is not None and len(prompts):
-        est = cost_model.predict(dense)
-        prices = np.where(np.isfinite(est), est, prices)
-    return prices
+class PriceEstimator:
+    """The one per-prompt price estimate used for decisions (USD for one query of each model, known before
+    the call), in ``bench``, ``calibrate``, ``route``, the SDK and the gateway alike.
+
+    Per model, in this order: the :class:`CostModel` fitted on the training prompts' recorded costs (when
+    the training data has costs for that model); the model's registered list prices × tokens (prompt
+    tokens estimated from the text, ``output_tokens`` for the answer); the mean recorded cost; else NaN.
+    State is JSON (``to_dict``) plus the cost model's two ``.npy`` arrays.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        list_prices: Mapping[str, tuple[float | None, float | None]] | None = None,
+        mean_cost_usd: Mapping[str, float] | None = None,
+        cost_model: CostModel | None = None,
+        output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    ) -> None:
+        self.models = list(models)
+        self.list_prices = {
+            m: (p[0], p[1]) for m, p in (list_prices or {}).items() if p[0] is not None or p[1] is not None
+        }
+        self.mean_cost_usd = {m: float(v) for m, v in (mean_cost_usd or {}).items() if math.isfinite(v)}
+        self.cost_model = cost_model
+        self.output_tokens = int(output_tokens)
+
+    @classmethod
+    def fit(
+        cls,
+        models: Sequence[str],
+        dense: np.ndarray | None,
+        record_costs: np.ndarray,
+        catalog: Mapping[str, CandidateModel] | None = None,
+        *,
+        output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    ) -> PriceEstimator:
+        """Learn from training prompts: their dense vectors and ``(n, m)`` recorded costs (NaN = unknown)."""
+        costs = np.asarray(record_costs, dtype=np.float64)
+        cost_model = None
+        if dense is not None and len(dense) and np.isfinite(costs).any():
+            cost_model = CostModel().fit(dense, costs)
+        return cls(
+            models,
+            list_prices=list_prices_of(models, catalog),
+            mean_cost_usd=mean_costs(models, costs),
+            cost_model=cost_model,
+            output_tokens=output_tokens,
+        )
+
+    def with_list_prices(self, extra: Mapping[str, tuple[float | None, float | None]]) -> PriceEstimator:
+        """A copy where models that have no price at all take ``extra``'s list prices (e.g. the gateway's)."""
+        known = set(self.list_prices) | set(self.mean_cost_usd) | set(self._modelled())
+        fill = {m: p for m, p in extra.items() if m in self.models and m not in known}
+        return PriceEstimator(
+            self.models,
+            list_prices={**self.list_prices, **fill},
+            mean_cost_usd=self.mean_cost_usd,
+            cost_model=self.cost_model,
+            output_tokens=self.output_tokens,
+        )
+
+    def _modelled(self) -> list[str]:
+        if self.cost_model is None or self.cost_model.bias_ is None:
+            return []
+        return [m for m, b in zip(self.models, self.cost_model.bias_, strict=True) if np.isfinite(b)]
+
+    def has_prices(self) -> bool:
+        """True when every model has some price."""
+        known = set(self.list_prices) | set(self.mean_cost_usd) | set(self._modelled())
+        return all(m in known for m in self.models)
+
+    def estimate(self, texts: Sequence[str], dense: np.ndarray | None = None) -> np.ndarray:
+        """``(len(texts), n_models)`` decision prices (NaN where a model has no price at all)."""
+        n, m = len(texts), len(self.models)
+        prices = np.full((n, m), np.nan)
+        if n == 0:
+            return prices
+        tokens = np.array([estimate_tokens(t) for t in texts], dtype=np.float64)
+        for j, name in enumerate(self.models):
+            listed = self.list_prices.get(name)
+            if listed is not None:
+                prices[:, j] = cost_usd(listed[0] or 0.0, listed[1] or 0.0, tokens, self.output_tokens)
+            elif name in self.mean_cost_usd:
+                prices[:, j] = self.mean_cost_usd[name]
+        if self.cost_model is not None and dense is not None:
+            est = self.cost_model.predict(np.asarray(dense, dtype=np.float64))
+            prices = np.where(np.isfinite(est), est, prices)
+        return prices
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": self.models,
+            "list_prices": {m: list(p) for m, p in self.list_prices.items()},
+            "mean_cost_usd": self.mean_cost_usd,
+            "output_tokens": self.output_tokens,
+            "cost_model": self.cost_model is not None and self.cost_model.weights_ is not None,
+        }
+
+    def save(self, directory: Path) -> None:
+        """Write the cost model's arrays (the JSON part goes into the router's manifest via ``to_dict``)."""
+        if self.cost_model is not None:
+            self.cost_model.save(directory)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], directory: Path | None = None) -> PriceEstimator:
+        """Rebuild from :meth:`to_dict` (and the cost model's arrays in ``directory``)."""
+        models = [str(m) for m in doc.get("models") or []]
+        list_prices: dict[str, tuple[float | None, float | None]] = {}
+        for m, pair in dict(doc.get("list_prices") or {}).items():
+            inp, out = list(pair)
+            list_prices[str(m)] = (_float_or_none(inp), _float_or_none(out))
+        means = {str(k): float(v) for k, v in dict(doc.get("mean_cost_usd") or {}).items()}
+        cost_model = CostModel.load(directory) if directory is not None and doc.get("cost_model") else None
+        return cls(
+            models,
+            list_prices=list_prices,
+            mean_cost_usd=means,
+            cost_model=cost_model,
+            output_tokens=int(doc.get("output_tokens", DEFAULT_OUTPUT_TOKENS)),
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def list_prices_of(
+    models: Sequence[str], catalog: Mapping[str, CandidateModel] | None
+) -> dict[str, tuple[float | None, float | None]]:
+    """Registered list prices (input, output USD per million tokens) of the models that have them."""
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name in models:
+        model = (catalog or {}).get(name)
+        if model is None:
+            continue
+        if model.has_prices:
+            out[name] = (model.input_usd_per_mtok, model.output_usd_per_mtok)
+    return out

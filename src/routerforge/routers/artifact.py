@@ -11,23 +11,50 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
 from routerforge.errors import ArtifactError
-from routerforge.routers.base import ROUTER_FORMAT_VERSION
 
-if TYPE_CHECKING:
-    from routerforge.routers.base import Router
+ROUTER_FORMAT_VERSION = 1
 
-R = TypeVar("R", bound="Router")
+
+class Saveable(Protocol):
+    """What this module needs of a router (``routers.base.Router`` satisfies it); no import of ``base`` here,
+    so the dependency runs one way: ``base`` → ``artifact``."""
+
+    name: ClassVar[str]
+    models_: list[str] | None
+    n_train_: int
+    dim_: int
+    fingerprint_: str
+
+    def __init__(self, **params: Any) -> None: ...
+
+    @classmethod
+    def param_names(cls) -> list[str]: ...
+
+    def get_params(self) -> dict[str, Any]: ...
+
+    def _state_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def _state_meta(self) -> dict[str, Any]: ...
+
+    def _restore_state(
+        self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path
+    ) -> None: ...
+
+    def _save_extra(self, directory: Path) -> None: ...
+
+
+R = TypeVar("R", bound=Saveable)
 
 ROUTER_JSON = "router.json"
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def write_router(router: Router, directory: Path) -> Path:
+def write_router(router: Saveable, directory: Path) -> Path:
     """Save a fitted router into ``directory`` (created if needed); returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     arrays = router._state_arrays()
@@ -104,8 +131,16 @@ def read_router(cls: type[R], directory: Path) -> R:
         )
     router = cls(**params)
     arrays: dict[str, np.ndarray] = {}
-    for name in doc.get("arrays", []):
+    root = directory.resolve()
+    names = doc.get("arrays", [])
+    for name in names if isinstance(names, list) else [names]:
         path = directory / f"{name}.npy"
+        # array names come from the file: plain names only, and the file must resolve inside the directory
+        if not isinstance(name, str) or not _ARRAY_NAME.match(name) or path.resolve().parent != root:
+            raise ArtifactError(
+                f"{directory / ROUTER_JSON} names an invalid array {name!r} (expected letters, digits, "
+                "'_', '.', '-', a file inside the router directory); refusing to read it."
+            )
         try:
             arrays[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:

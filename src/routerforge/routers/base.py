@@ -25,10 +25,12 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from routerforge.config import IndexSettings
 from routerforge.embed.base import SparseVector
 from routerforge.errors import NotFittedError, ValidationError
+from routerforge.routers.artifact import ROUTER_FORMAT_VERSION, read_router, write_router
 
-ROUTER_FORMAT_VERSION = 1
+__all__ = ["ROUTER_FORMAT_VERSION", "Explanation", "PromptBatch", "Router", "validate_training_data"]
 
 
 @dataclass
@@ -119,6 +121,10 @@ class Router(ABC):
         if not self.is_fitted:
             raise NotFittedError(f"Router {self.name!r}")
 
+    def configure_index(self, settings: IndexSettings | None, *, name: str = "router") -> None:  # noqa: B027
+        """Where a router that keeps a vector index builds it (``index`` settings; ``name`` names a Qdrant
+        collection). Called by the training pipeline before ``fit``; routers without an index ignore it."""
+
     def uses_sparse(self) -> bool:
         """True when this router reads the sparse (BM25) vectors of a batch; callers may skip them otherwise."""
         return False
@@ -162,20 +168,20 @@ class Router(ABC):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``router.json`` plus arrays (and extra files) into ``directory``; returns it."""
-        from routerforge.routers.artifact import write_router
-
         self._check_fitted()
         return write_router(self, Path(directory))
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
-        """Read a router saved by :meth:`save`; checks the format version and the router type."""
-        from routerforge.routers.artifact import read_router
+        """Read a router saved by :meth:`save`; checks the format version and the router type.
 
-        if not cls.name:  # Router.load(dir): let the registry pick the class from router.json
-            from routerforge.routers.registry import load_router
-
-            return load_router(directory)  # type: ignore[return-value]
+        Call it on the router's class (``KnnRouter.load(dir)``); to load a directory of any type use
+        ``routerforge.routers.registry.load_router`` (or ``TrainedRouter.load`` for the whole directory).
+        """
+        if not cls.name:
+            raise TypeError(
+                "Router.load() needs a concrete router class; use routerforge.routers.registry.load_router(dir)."
+            )
         return read_router(cls, Path(directory))
 
     # -- subclass hooks ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from routerforge.errors import ArtifactError, ConfigError, UnknownRouterError
+from routerforge.routers.artifact import read_router_json
 from routerforge.routers.base import Router
 
 ROUTER_MODULES: tuple[str, ...] = (
@@ -85,8 +86,6 @@ def create_router(name: str, **params: Any) -> Router:
 
 def load_router(directory: str | Path) -> Router:
     """Load any saved router; its type comes from ``router.json``."""
-    from routerforge.routers.artifact import read_router_json
-
     path = Path(directory)
     doc = read_router_json(path)
     name = str(doc["type"])

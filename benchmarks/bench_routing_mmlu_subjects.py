@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_routing_common import DATA, best_router, latency_target, parse_args, run
+from bench_routing_common import DATA, baseline_target, best_router, latency_target, parse_args, run
 from bench_routing_mmlu import STRONG, WEAK
 
 
@@ -26,6 +26,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             "random 0.50",
             None if apgr is None else apgr >= 0.60,
         ),
+        baseline_target(doc, "apgr"),
         latency_target(doc),
     ]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_routing_common import DATA, best_router, latency_target, parse_args, run
+from bench_routing_common import DATA, baseline_target, best_router, latency_target, parse_args, run
 
 
 def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
@@ -35,6 +35,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             f"{best} alone {single['quality']:.3f}; oracle {doc['routers']['oracle']['quality_at_best_cost']:.3f}",
             None if quality is None else quality >= 0.90,
         ),
+        baseline_target(doc, "quality_at_best_cost"),
         latency_target(doc),
     ]
 

@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_routing_routerbench.py",
     "bench_routing_mmlu.py",
     "bench_routing_mmlu_subjects.py",
+    "bench_routing_pulze.py",
     "bench_backends.py",
     "bench_gateway.py",
     "bench_local_models.py",

@@ -311,7 +311,8 @@ class FakeUpstream:
             if kind == "malformed_json":
                 await _raw(send, 200, b'{"id": "chatcmpl-fake", "choices": [{"message": ', "application/json")
                 return
-            await _json(send, 200, _completion(model, text, usage))
+            n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 1 else 1
+            await _json(send, 200, _completion(model, text, usage, n))
             return
         await self._stream(send, receive, body, model, text, usage, fault)
 
@@ -393,7 +394,8 @@ def _error(message: str, code: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _completion(model: str, text: str, usage: dict[str, Any]) -> dict[str, Any]:
+def _completion(model: str, text: str, usage: dict[str, Any], n: int = 1) -> dict[str, Any]:
+    """An OpenAI completion body; ``n`` > 1 (the request's ``n``): choice i answers ``text #i``."""
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -401,11 +403,12 @@ def _completion(model: str, text: str, usage: dict[str, Any]) -> dict[str, Any]:
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "index": i,
+                "message": {"role": "assistant", "content": text if i == 0 else f"{text} #{i}"},
                 "finish_reason": "stop",
                 "logprobs": None,
             }
+            for i in range(n)
         ],
         "usage": usage,
     }

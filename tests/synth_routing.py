@@ -45,3 +45,23 @@ def assert_learns_topics(pred: np.ndarray, topic: np.ndarray) -> None:
     assert np.mean(diff[topic == 1] < 0) >= 0.9
     assert pred.shape[1] == 3
     assert np.all((pred >= 0) & (pred <= 1))
+
+
+def make_battles(n: int, seed: int = 0) -> tuple[PromptBatch, np.ndarray, np.ndarray]:
+    """Battle-shaped training data (what the battles importer stores): every row scores exactly two of
+    five models, 1/0 for the winner/loser or 0.5 each for a tie. Model 0 wins on topic 0, model 1 on
+    topic 1; the other three are weaker everywhere."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 2, n)
+    centres = np.random.default_rng(7).normal(size=(2, 16))
+    dense = centres[topic] + 0.5 * rng.normal(size=(n, 16))
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    strength = np.array([[2.0, -1.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 0.0, 0.0, 0.0]])
+    S = np.full((n, 5), np.nan)
+    for r in range(n):
+        a, b = rng.choice(5, size=2, replace=False)
+        p = 1.0 / (1.0 + np.exp(-(strength[topic[r], a] - strength[topic[r], b])))
+        u = rng.random()
+        S[r, a], S[r, b] = (0.5, 0.5) if u < 0.1 else ((1.0, 0.0) if u < 0.1 + 0.9 * p else (0.0, 1.0))
+    X = PromptBatch(texts=[f"battle {r} topic {topic[r]}" for r in range(n)], dense=dense.astype(np.float32))
+    return X, S, topic

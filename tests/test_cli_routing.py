@@ -200,6 +200,47 @@ def test_bench_transfer(home: Path, tmp_path: Path) -> None:
     )  # every text seen in training
 
 
+def test_bench_baselines_interval_and_drops(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "220")  # the rich table at full width
+    out, report = tmp_path / "b.json", tmp_path / "rep"
+    args = ["bench", "--data", "toy", "-r", "mlp", *FAST, "--split", "test", "--latency-sample", "2"]
+    code = main(
+        [
+            *args,
+            "--strong",
+            "strong",
+            "--weak",
+            "weak",
+            "--bootstrap",
+            "300",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert set(doc["baselines"]) == {"best_single", "length", "category"}
+    vs = doc["routers"]["mlp"]["vs_baseline"]
+    assert vs["baseline"] in doc["baselines"] and len(vs["ci95"]) == 2 and isinstance(vs["significant"], bool)
+    assert doc["bootstrap"]["resamples"] == 300 and doc["bootstrap"]["metric"] == "apgr"
+    assert doc["dropped"]["test_text_in_train"] == 0 and "heldout_missing_score" in doc["dropped"]
+    assert "vs best baseline" in err and "category (baseline)" in err and "paired-bootstrap" in err
+    html = (report / "index.html").read_text()
+    assert "length (baseline)" in html and "strongest baseline" in html
+    # N models: quality at the best single model's cost; --bootstrap 0 reports the difference only
+    code = main([*args, "--bootstrap", "0", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["bootstrap"]["metric"] == "quality_at_best_cost"
+    assert doc["routers"]["mlp"]["vs_baseline"]["ci95"] is None
+    assert "heldout_missing_cost" in doc["dropped"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -401,3 +442,40 @@ def test_registered_prices_route_bench_and_calibrate_data_without_costs(
     assert main(["calibrate", str(rdir), "--data", "nocost", "--target", "cost-per-1k=1", "--json"]) == 0
     cal = json.loads(capsys.readouterr().out)
     assert cal["policy"] == "wtp" and cal["expected"]["cost_per_1k"] <= 1.0
+
+
+def test_train_writes_a_gateway_config_that_serves_the_router(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from routerforge.config import load_settings
+    from routerforge.gateway.config import load_gateway_config
+    from routerforge.gateway.routing import Routing
+
+    rdir, conf = tmp_path / "mine", tmp_path / "gateway.yaml"
+    args = [
+        "train",
+        "mlp",
+        "--data",
+        "pair",
+        "--out",
+        str(rdir),
+        "-p",
+        "n_estimators=1",
+        "--gateway-yaml",
+        str(conf),
+    ]
+    assert main(args) == 0
+    assert "router-mine" in capsys.readouterr().err
+    assert (conf.stat().st_mode & 0o777) == 0o600
+    doc = yaml.safe_load(conf.read_text())
+    assert {m["id"] for m in doc["models"]} == {"strong", "weak"}
+    routing = Routing(load_settings(), load_gateway_config(conf))
+    target = routing.resolve("default", "router-mine")
+    assert target.synthetic and target.kind is None  # the calibrated (else default) policy
+    decision = routing.decide(target, "algebra question 5: explain algebra item 3")
+    assert decision.model in ("strong", "weak") and decision.policy == "threshold"
+    routing.close()
+    assert main(args) == 2  # never overwrites a gateway config
+    assert "exists already" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from routerforge.errors import ValidationError
-from routerforge.routers.cluster import ClusterRouter, kmeans
+from routerforge.routers.base import PromptBatch
+from routerforge.routers.cluster import ClusterRouter, kmeans, silhouette
 from routerforge.routers.registry import load_router
 from synth_routing import MODELS, assert_learns_topics, make_data, split
 
@@ -56,3 +57,34 @@ def test_bad_params(data):
         ClusterRouter(n_clusters=0).fit(Xtr, Str, MODELS)
     with pytest.raises(ValidationError):
         ClusterRouter(temperature=0.0).fit(Xtr, Str, MODELS)
+
+
+def test_auto_k_by_silhouette_finds_the_blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 5
+    X = np.vstack([c + rng.normal(0, 0.3, (30, 8)) for c in centres])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    assert silhouette(X, np.repeat([0, 1, 2], 30)) > 0.5 > silhouette(X, rng.integers(0, 3, 90))
+    batch = PromptBatch(texts=[f"p{i}" for i in range(90)], dense=X.astype(np.float32))
+    scores = rng.random((90, 3)).round()
+    r = ClusterRouter(n_clusters="auto", k_candidates=[2, 3, 5, 8]).fit(batch, scores, MODELS)
+    assert len(r.centres_) == 3 and set(r.silhouette_) == {2, 3, 5, 8}
+
+
+def test_weights_trade_quality_for_latency_and_cost(data, tmp_path: Path):
+    Xtr, Str, Xte, topic = data
+    latency = np.tile([100.0, 100.0, 10.0], (len(Xtr), 1))  # model c is fast
+    costs = np.tile([1.0, 1.0, 0.01], (len(Xtr), 1))  # ... and cheap
+    quality_only = ClusterRouter(n_clusters=4)
+    quality_only.set_model_outcomes(costs, latency)
+    assert_learns_topics(quality_only.fit(Xtr, Str, MODELS).predict_scores(Xte), topic)
+    fast = ClusterRouter(n_clusters=4, weights={"quality": 0.2, "latency": 1.0, "cost": 1.0})
+    fast.set_model_outcomes(costs, latency)
+    pred = fast.fit(Xtr, Str, MODELS).predict_scores(Xte)
+    assert (np.argmax(pred, axis=1) == 2).all()  # the fast, cheap coin-flip model wins everywhere
+    fast.save(tmp_path / "w")
+    np.testing.assert_array_equal(load_router(tmp_path / "w").predict_scores(Xte), pred)
+    with pytest.raises(ValidationError, match="no latency"):
+        ClusterRouter(n_clusters=4, weights={"latency": 1.0}).fit(Xtr, Str, MODELS)
+    with pytest.raises(ValidationError, match="weights must map"):
+        ClusterRouter(n_clusters=4, weights={"speed": 1.0}).fit(Xtr, Str, MODELS)

@@ -213,7 +213,7 @@ def test_bad_files_fail_in_one_line_and_write_nothing(
         (["empty.csv"], "is empty"),
         (["nocsv"], "holds no .csv"),
         (["latin1.csv"], "latin1.csv:3: not UTF-8 text"),
-        (["all_bad.jsonl"], "1 of 1 rows are bad. First: "),
+        (["all_bad.jsonl"], "1 of 1 rows have a score outside [0, 1]"),
         (["w.jsonl", "--format", "routellm-csv"], "is a .jsonl file but --format routellm-csv reads CSV"),
         (["markup.csv"], "unknown column '[red]hue'"),  # printed as text, not as rich markup
     ]

@@ -79,8 +79,9 @@ def test_routellm_truncated_csv_is_reported_with_line(tmp_path: Path) -> None:
 def test_score_outside_unit_interval_needs_a_scale(tmp_path: Path) -> None:
     path = write(tmp_path / "s.csv", "prompt,a\nq1,7\nq2,10\n")
     records, report = read_records(path, "routellm-csv")
-    assert list(records) == []
-    assert report.skipped == 2
+    with pytest.raises(DataError, match=r"s.csv:2 column 'a': 2 of 2 rows .* outside \[0, 1\]") as err:
+        list(records)  # most rows out of range: another scale, an error (never a skip keeping the rest)
+    assert "--score-scale" in str(err.value) and report.out_of_range == 2
     issue = report.issues[0]
     assert (issue.line, issue.column) == (2, "a") and "--score-scale" in issue.reason
     with pytest.raises(DataError, match="outside"):
@@ -88,7 +89,11 @@ def test_score_outside_unit_interval_needs_a_scale(tmp_path: Path) -> None:
     scaled, _ = read_records(path, "routellm-csv", scale="0-10")
     assert [r.score for r in scaled] == [0.7, 1.0]
     over, report = read_records(path, "routellm-csv", scale=(0.0, 5.0))
-    assert [r.score for r in over] == [] and report.skipped == 2
+    with pytest.raises(DataError, match="outside the declared scale 0-5"):
+        list(over)
+    few = write(tmp_path / "f.csv", "prompt,a\nq1,1\nq2,0\nq3,7\n")  # one stray value: skipped, counted
+    kept, report = read_records(few, "routellm-csv")
+    assert [r.score for r in kept] == [1.0, 0.0] and (report.skipped, report.out_of_range) == (1, 1)
 
 
 def test_parse_scale() -> None:

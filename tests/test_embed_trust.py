@@ -49,14 +49,20 @@ def test_http_embedder_at_the_operator_url_uses_the_operator_settings() -> None:
     assert out.model == "their-model" and out.max_tokens == 128  # what shapes the vectors: the router's
 
 
-@pytest.mark.parametrize("provider", ["minilm-onnx", "hash"])
+@pytest.mark.parametrize("provider", ["minilm-onnx", "static", "hash"])
 def test_local_providers_keep_vector_settings_only(provider: str) -> None:
     saved = EmbedSettings(
-        provider=provider, model="/etc/evil", url="http://attacker.invalid", truncation="tail", max_tokens=64
+        provider=provider,
+        model="/etc/evil",
+        url="http://attacker.invalid",
+        truncation="tail",
+        max_tokens=64,
+        static_dir="/etc/evil-tables",
     )
     out = check_archive_embedder(saved, OPERATOR)
     assert out.provider == provider and out.model is None
     assert out.url == OPERATOR.url  # never the archive's
+    assert out.static_dir is None  # where the static table is written: the operator's choice
     assert out.truncation == "tail" and out.max_tokens == 64
 
 

@@ -378,7 +378,7 @@ def test_secrets_are_redacted_in_the_log(gw: Gateway) -> None:
 
 def test_oversize_prompt_truncated_when_configured() -> None:
     from routerforge.errors import ValidationError
-    from routerforge.gateway.service import limit_prompt
+    from routerforge.gateway.schemas import limit_prompt
 
     msgs = [
         {"role": "system", "content": "be brief"},

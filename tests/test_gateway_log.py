@@ -26,6 +26,7 @@ from routerforge.gateway.logentry import UNKNOWN_TENANT, AttemptEntry, LogEntry
 from routerforge.gateway.requestlog import RequestLog
 from routerforge.gateway.service import GatewayService
 from test_gateway import make_config, make_settings
+from test_gateway_routing import StubRouter, router_dir
 
 SERVED_FIELDS = ("chosen_model", "answered_model", "tokens_in", "tokens_out", "cost_usd", "response_text")
 
@@ -98,12 +99,17 @@ def test_a_batch_opened_by_a_refusal_keeps_the_served_rows_whole(rf_home: Path) 
 def test_concurrent_refused_and_served_requests_each_have_a_whole_row(
     rf_home: Path, upstream: FakeUpstream, durability: str
 ) -> None:
-    """401 (no key, a wrong key), 404, 429, 400 and served chat, stream and route requests at once,
+    """401 (no key, a wrong key), 403, 404, 429, 400 and served chat, stream and route requests at once,
     through the real app; the writer batches them together."""
+    settings = make_settings(rf_home)
     config = make_config(
-        upstream, logging={"durability": durability, "batch_size": 500, "flush_interval_s": 0.3}
+        upstream,
+        logging={"durability": durability, "batch_size": 500, "flush_interval_s": 0.3},
+        synthetic_models=[{"name": "globex-only", "router": "stub", "tenant": "globex"}],
     )
-    app = create_app(make_settings(rf_home), config)
+    app = create_app(settings, config)
+    stub = router_dir(settings.routers_dir / "stub")
+    app.state.service.routing._routers[stub.resolve()] = StubRouter(stub)  # a router without training
     wrong_key = "rf-not-a-real-key-0123456789"
     with LoopbackServer(app) as server:
         key, _ = app.state.keys.create("acme")
@@ -117,6 +123,7 @@ def test_concurrent_refused_and_served_requests_each_have_a_whole_row(
         plan += [("wrong-key", "/v1/chat/completions", wrong_key, chat("x"))] * 10
         plan += [("wrong-key-route", "/v1/route", wrong_key, {"model": "small", "prompt": "x"})] * 5
         plan += [("unknown", "/v1/chat/completions", key, {**chat("x"), "model": "nope"})] * 10
+        plan += [("forbidden", "/v1/chat/completions", key, {**chat("x"), "model": "globex-only"})] * 5
         plan += [("bad-json", "/v1/chat/completions", key, b"{not json")] * 5
         plan += [("limited", "/v1/chat/completions", slow_key, chat(f"limited {i}")) for i in range(8)]
         plan += [("chat", "/v1/chat/completions", key, chat(f"question number {i}")) for i in range(30)]
@@ -143,7 +150,14 @@ def test_concurrent_refused_and_served_requests_each_have_a_whole_row(
         log = RequestLog(app.state.service.db)
         rows = {r["id"]: r for r in log.query(limit=10_000)}
 
-    expected = {"no-key": 401, "wrong-key": 401, "wrong-key-route": 401, "unknown": 404, "bad-json": 400}
+    expected = {
+        "no-key": 401,
+        "wrong-key": 401,
+        "wrong-key-route": 401,
+        "forbidden": 403,
+        "unknown": 404,
+        "bad-json": 400,
+    }
     limited = [r.status_code for kind, _, r in results if kind == "limited"]
     assert sorted(limited) == [200] * 3 + [429] * 5
     assert len(rows) == len(plan)  # every request id has its row, and no other row exists

@@ -269,3 +269,79 @@ def test_concurrent_predictions_are_batched() -> None:
     with pytest.raises(ValueError, match="boom"):
         asyncio.run(batcher.predict("boom"))
     batcher.close()
+
+
+def test_synthetic_model_rules_and_bad_rules(rf_home: Path, upstream: FakeUpstream) -> None:
+    from routerforge.errors import ConfigError
+
+    settings = settings_for(rf_home)
+    named = router_dir(rf_home / "elsewhere" / "ruled")
+    rules = [
+        {"name": "greeting", "when": {"keywords": ["hello"]}, "then": {"model": "small"}},
+        {"name": "code", "when": {"code": True}, "then": {"model": "large"}},
+    ]
+    raw = raw_config(upstream, synthetic_models=[{"name": "ruled", "router": str(named), "rules": rules}])
+    app = stub_app(settings, raw, [named])
+    with LoopbackServer(app) as server:
+        key, _ = app.state.keys.create("acme")
+        auth = {"authorization": f"Bearer {key}"}
+        r = httpx.post(
+            server.url + "/v1/route", headers=auth, json={"model": "ruled", "prompt": "hello, a hard one"}
+        )
+        assert r.json()["model"] == "small" and "greeting" in r.json()["reason"], r.json()
+        r = httpx.post(
+            server.url + "/v1/route", headers=auth, json={"model": "ruled", "prompt": "a hard one"}
+        )
+        assert r.json()["model"] == "large" and r.json()["details"].get("rules") is None
+    bad = raw_config(
+        upstream,
+        synthetic_models=[
+            {
+                "name": "x",
+                "router": str(named),
+                "models": ["small"],
+                "rules": [{"name": "r", "when": {"code": True}, "then": {"model": "large"}}],
+            }
+        ],
+    )
+    with pytest.raises(ConfigError, match="unknown model"):
+        parse_gateway_config(bad)
+
+
+def test_per_request_routing_parameters_and_decision_log(rf_home: Path, upstream: FakeUpstream) -> None:
+    settings = settings_for(rf_home)
+    d = router_dir(settings.routers_dir / "stub")
+    app = stub_app(settings, raw_config(upstream), [d])
+    with LoopbackServer(app) as server:
+        key, _ = app.state.keys.create("globex")
+        auth = {"authorization": f"Bearer {key}"}
+        hard = [{"role": "user", "content": "a hard question"}]
+
+        def route(**routing: Any) -> httpx.Response:
+            body = {"model": "router-stub", "messages": hard, "routing": routing}
+            return httpx.post(server.url + "/v1/route", headers=auth, json=body)
+
+        assert route().json()["model"] == "large"
+        only_small = route(models=["small"]).json()
+        assert only_small["model"] == "small" and only_small["details"]["candidates"] == ["small"]
+        cheap = route(max_cost_usd=0.001).json()
+        assert cheap["model"] == "small" and "large" in cheap["details"]["excluded"]
+        wtp = route(willingness_to_pay=1e6).json()
+        assert (
+            wtp["model"] == "small" and wtp["policy"] == "wtp" and wtp["details"]["knob_source"] == "request"
+        )
+        for bad in ({"models": ["gpt-9"]}, {"max_cost_usd": -1}, {"nope": 1}, {"max_cost_usd": 1e-12}):
+            r = route(**bad)
+            assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+        chat = httpx.post(
+            server.url + "/v1/chat/completions",
+            headers=auth,
+            json={"model": "router-stub", "messages": hard, "routing": {"models": ["small"]}},
+        )
+        assert chat.status_code == 200 and chat.headers["x-routerforge-model"] == "small"
+        assert "routing" not in upstream.calls[-1].body  # never sent upstream
+        entry = httpx.get(
+            server.url + f"/v1/logs/{chat.headers['x-routerforge-request-id']}", headers=auth
+        ).json()
+    assert entry["policy"] == "threshold" and entry["decision"]["candidates"] == ["small"]
+    assert entry["decision"]["prices_usd"]["small"] > 0

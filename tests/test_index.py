@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +14,9 @@ import pytest
 
 from routerforge.config import IndexSettings
 from routerforge.embed.base import SparseVector
-from routerforge.errors import ArtifactError, ConfigError, ValidationError
-from routerforge.index.base import Index
+from routerforge.errors import ArtifactError, ConfigError, IndexUnavailableError, ValidationError
+from routerforge.index._common import fuse_rrf
+from routerforge.index.base import RRF_K, Hit, Index
 from routerforge.index.edge import EdgeIndex
 from routerforge.index.factory import open_index
 from routerforge.index.qdrant import QdrantIndex
@@ -153,16 +158,7 @@ def test_edge_shard_reopens_after_close(tmp_path: Path) -> None:
         assert again.count() == 40
         after = again.query(dense[:3], sparse[:3], limit=5)
 
-    # RRF ties may come back in another order, and a tie at the cut-off may keep either point: compare
-    # the score lists, and the ids of the hits scoring above the last (possibly tied) score.
-    def scores(hits: list) -> list[float]:
-        return [round(h.score, 6) for h in hits]
-
-    def above_cut(hits: list) -> set[int]:
-        return {h.id for h in hits if round(h.score, 6) > min(scores(hits))}
-
-    assert [scores(r) for r in before] == [scores(r) for r in after]
-    assert [above_cut(r) for r in before] == [above_cut(r) for r in after]
+    assert after == before  # ties (and RRF ties) are ordered by id, not by the engine
     with pytest.raises(ArtifactError, match="16-dimensional"):
         EdgeIndex(tmp_path / "s", DIM * 2)
 
@@ -193,3 +189,125 @@ def test_open_index_factory(tmp_path: Path) -> None:
         open_index(IndexSettings(kind="qdrant"), dim=DIM)
     with pytest.raises(ConfigError):
         open_index(IndexSettings(kind="edge"), dim=DIM)
+
+
+def _make(kind: str, tmp_path: Path, name: str = "c", **kwargs: object) -> Index:
+    if kind == "edge":
+        return EdgeIndex(tmp_path / name, DIM, **kwargs)  # type: ignore[arg-type]
+    return QdrantIndex(str(tmp_path / "q"), name, DIM, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant-local"])
+def test_ties_are_ordered_by_id_whatever_the_insertion_order(kind: str, tmp_path: Path) -> None:
+    # 30 documents with one sparse vector and one dense vector: every score ties
+    dense = np.tile(np.eye(DIM, dtype=np.float32)[0], (30, 1))
+    sparse = [SparseVector([1, 2], [1.0, 1.0])] * 30
+    q_sparse = [SparseVector([1], [1.0])]
+    results = []
+    for name, order in (("forward", list(range(30))), ("backward", list(range(29, -1, -1)))):
+        index = _make(kind, tmp_path, name)
+        index.upsert(order, dense[order], [sparse[i] for i in order])
+        results.append(
+            [
+                index.query(dense[:1], q_sparse, limit=5, mode=m, prefetch_limit=7)[0]
+                for m in ("dense", "sparse", "hybrid")
+            ]
+        )
+        index.close()
+    assert results[0] == results[1]
+    for hits in results[0]:
+        assert [h.id for h in hits] == [0, 1, 2, 3, 4]
+
+
+def test_rrf_fusion_scores_ranks_and_breaks_ties_by_id() -> None:
+    dense = [Hit(5, 0.9), Hit(2, 0.8), Hit(7, 0.1)]
+    sparse = [Hit(2, 3.0), Hit(9, 2.0), Hit(5, 1.0)]
+    fused = fuse_rrf([dense, sparse], limit=3)
+    assert [h.id for h in fused] == [2, 5, 9]  # 2: ranks 2 and 1; 5: 1 and 3; 9: 2 (7: 3)
+    assert fused[0].score == pytest.approx(1 / (RRF_K + 2) + 1 / (RRF_K + 1))
+    assert [h.id for h in fuse_rrf([[Hit(8, 1.0)], [Hit(3, 1.0)]], limit=2)] == [3, 8]  # same rank: by id
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant-local"])
+def test_open_modes(kind: str, tmp_path: Path) -> None:
+    dense, sparse, _ = _corpus()
+    with pytest.raises(ArtifactError, match=r"(No Qdrant Edge shard|has no collection)"):
+        _make(kind, tmp_path, mode="open")
+    index = _make(kind, tmp_path)
+    index.upsert(list(range(40)), dense, sparse)
+    index.close()
+    index = _make(kind, tmp_path, mode="open")
+    assert index.count() == 40
+    index.close()
+    index = _make(kind, tmp_path, mode="replace")
+    assert index.count() == 0
+    index.close()
+
+
+def test_edge_shard_without_wal_keeps_its_points_after_close(tmp_path: Path) -> None:
+    dense, sparse, _ = _corpus()
+    with EdgeIndex(tmp_path / "s", DIM, wal=False) as idx:
+        idx.upsert(list(range(40)), dense, sparse)
+    assert not (tmp_path / "s" / "wal").exists()
+    with EdgeIndex(tmp_path / "s", DIM, mode="open") as again:
+        assert again.count() == 40
+
+
+def test_collection_names_are_plain(tmp_path: Path) -> None:
+    for bad in ("../other", "a/b", "", ".hidden..", "x" * 300):
+        with pytest.raises(ConfigError, match="Invalid Qdrant collection name"):
+            QdrantIndex(":memory:", bad, DIM)
+
+
+# -- a Qdrant server that is not there, silent, or refusing -------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_qdrant_server_is_a_clear_error_at_open() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    start = time.perf_counter()
+    with pytest.raises(IndexUnavailableError, match=f"Cannot reach the Qdrant server at {url}") as info:
+        open_index(IndexSettings(kind="qdrant", url=url), dim=DIM, collection="c")
+    assert time.perf_counter() - start < 5
+    assert "index.url" in str(info.value) and "index.kind: edge" in str(info.value)
+    assert isinstance(info.value, ConfigError)  # exit code 2 in the CLI; 503 in the gateway
+    assert info.value.http_status == 503
+
+
+def test_silent_qdrant_server_times_out_quickly() -> None:
+    with socket.socket() as sock:  # accepts connections (kernel backlog) and never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        start = time.perf_counter()
+        with pytest.raises(IndexUnavailableError, match=f"Cannot reach the Qdrant server at {url}"):
+            QdrantIndex(url, "c", DIM, timeout=1)
+        assert time.perf_counter() - start < 5
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"status": {"error": "Must provide an API key"}}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_qdrant_server_refusing_the_key_says_which_setting_to_fix() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(IndexUnavailableError, match=r"refused the request \(HTTP 401\).*index\.api_key"):
+            open_index(IndexSettings(kind="qdrant", url=url), dim=DIM, collection="c")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -345,13 +345,13 @@ async def test_pulze_rubric_scores_a_pulze_style_reply(shared_data: Path) -> Non
 
 def test_oracle_matrix_nine_cells() -> None:
     assert len(ORACLE_MATRIX) == 9
-    assert oracle_label("correct", "incorrect") == "Standard"
-    assert oracle_label("incorrect", "correct") == "Complex"
-    assert oracle_label("dont_know", "correct") == "Complex"
-    assert oracle_label("incorrect", "incorrect") == "Ambiguous"
-    assert oracle_label("dont_know", "dont_know") == "Ambiguous"
-    assert set(ORACLE_MATRIX.values()) == {"Standard", "Complex", "Ambiguous"}
-    assert oracle_labels(["correct", "incorrect"], ["correct", "correct"]) == ["Standard", "Complex"]
+    assert oracle_label("correct", "incorrect") == "Standard_Query"
+    assert oracle_label("incorrect", "correct") == "Complex_Query"
+    assert oracle_label("dont_know", "correct") == "Complex_Query"
+    assert oracle_label("incorrect", "incorrect") == "Ambiguous_Query"
+    assert oracle_label("dont_know", "dont_know") == "Ambiguous_Query"
+    assert set(ORACLE_MATRIX.values()) == {"Standard_Query", "Complex_Query", "Ambiguous_Query"}
+    assert oracle_labels(["correct", "incorrect"], ["correct", "correct"]) == ["Standard_Query", "Complex_Query"]
     custom = {**ORACLE_MATRIX, ("incorrect", "incorrect"): "Hard"}
     assert oracle_label("incorrect", "incorrect", matrix=custom) == "Hard"
     assert outcome_of("partial", 0.7) == "correct"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from routerforge.config import EmbedSettings
+from routerforge.config import EmbedSettings, IndexSettings, Settings
 from routerforge.data.matrix import ScoreMatrix
 from routerforge.embed.base import SparseVector
-from routerforge.errors import ArtifactError, ConfigError, ValidationError
+from routerforge.errors import ArtifactError, ConfigError, IndexUnavailableError, ValidationError
 from routerforge.policy.trained import TrainedRouter, train_router
 from routerforge.routers.base import PromptBatch
 from routerforge.routers.knn import KnnRouter
@@ -340,3 +340,126 @@ def test_trained_router_needs_its_embedding_state(tmp_path: Path) -> None:
     (tmp_path / "r" / "routing.json").unlink()
     with pytest.raises(ArtifactError, match=r"routing\.json.*retrain"):
         TrainedRouter.load(tmp_path / "r", embedder=HashEmbedder(dim=16))
+
+
+# -- the index setting: Qdrant Edge (default) or a Qdrant collection --------------------------------------
+def _new_prompts(X: PromptBatch, n: int = 12) -> PromptBatch:
+    """Unseen prompts near training ones (new texts, perturbed vectors), with BM25 query vectors for hybrid."""
+    from routerforge.embed.sparse import Bm25Encoder
+
+    dense = _unit(X.dense[:n] + 0.05 * np.random.default_rng(7).normal(size=X.dense[:n].shape))
+    texts = [f"new {t}" for t in X.texts[:n]]
+    sparse = None if X.sparse is None else Bm25Encoder().fit(X.texts).encode_queries(texts)
+    return PromptBatch(texts, dense, sparse)
+
+
+def _on_qdrant(url: str, name: str = "knn-test", **params: object) -> KnnRouter:
+    router = KnnRouter(**params)  # type: ignore[arg-type]
+    router.configure_index(IndexSettings(kind="qdrant", url=url), name=name)
+    return router
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_qdrant_local_mode_predicts_like_edge(mode: str) -> None:
+    X, scores = _hybrid() if mode == "hybrid" else _clusters()
+    q = _new_prompts(X)
+    edge = KnnRouter(k=7, mode=mode).fit(X, scores, MODELS)  # type: ignore[arg-type]
+    qdrant = _on_qdrant(":memory:", k=7, mode=mode).fit(X, scores, MODELS)
+    np.testing.assert_array_equal(qdrant.neighbours(q)[0], edge.neighbours(q)[0])
+    np.testing.assert_array_equal(qdrant.predict_scores(q), edge.predict_scores(q))
+    qdrant.close()
+    edge.close()
+
+
+def test_qdrant_router_directory_names_its_collection_only(tmp_path: Path) -> None:
+    X, scores = _clusters()
+    q = _new_prompts(X)
+    settings = IndexSettings(kind="qdrant", url=str(tmp_path / "qdrant"), api_key=SecretStr("qd-secret"))
+    router = KnnRouter(k=5)
+    router.configure_index(settings, name="rf-r-1234")
+    before = router.fit(X, scores, MODELS).predict_scores(q)
+    router.save(tmp_path / "r")
+    router.close()  # qdrant-client's local mode locks its directory: one client at a time
+    text = (tmp_path / "r" / "router.json").read_text()
+    assert json.loads(text)["state"]["index"] == {"kind": "qdrant", "collection": "rf-r-1234"}
+    assert "qd-secret" not in text
+    assert str(tmp_path) not in text  # no URL or path of the server either
+    loaded = KnnRouter.load(tmp_path / "r")
+    with pytest.raises(
+        ArtifactError, match=r"Qdrant collection 'rf-r-1234'.*index\.kind: qdrant and index\.url"
+    ):
+        loaded.predict_scores(q)  # loaded without configure_index
+    with pytest.raises(ArtifactError, match=r"index\.kind: qdrant"):
+        loaded.configure_index(IndexSettings(), name="rf-r-1234")
+    loaded.configure_index(settings, name="another-name")  # the saved collection name wins
+    np.testing.assert_array_equal(loaded.predict_scores(q), before)
+    loaded.close()
+    # another fit into the same collection replaces it: the first router's directory no longer matches
+    _on_qdrant(str(tmp_path / "qdrant"), name="rf-r-1234", k=5).fit(
+        X.take(range(10)), scores[:10], MODELS
+    ).close()
+    stale = KnnRouter.load(tmp_path / "r")
+    with pytest.raises(ArtifactError, match="holds 10 points, but this router was trained on 40"):
+        stale.configure_index(settings)
+
+
+def test_trained_router_on_qdrant_reconnects_with_the_settings(tmp_path: Path, rf_home: Path) -> None:
+    index = IndexSettings(kind="qdrant", url=str(tmp_path / "qdrant"))
+    embed = EmbedSettings(provider="hash", cache=False)
+    trained = train_router("knn", _matrix(), range(24), embed, tmp_path / "r", {"k": 5}, index=index)
+    texts = ["A question on algebra algebra, new", "A question on poetry poetry, new"]
+    before = trained.predict(texts)
+    trained.close()
+    assert all(p.suffix in (".json", ".npy") for p in (tmp_path / "r").iterdir())
+    with pytest.raises(ArtifactError, match=r"index\.kind: qdrant"):
+        TrainedRouter.load(tmp_path / "r")
+    loaded = TrainedRouter.load(tmp_path / "r", settings=Settings(index=index))
+    np.testing.assert_array_equal(loaded.predict(texts), before)
+    loaded.close()
+
+
+def test_unreachable_qdrant_fails_the_training_quickly_and_writes_nothing(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket is closed
+    start = time.perf_counter()
+    with pytest.raises(IndexUnavailableError, match=f"Cannot reach the Qdrant server at {url}.*index\\.url"):
+        train_router(
+            "knn",
+            _matrix(),
+            None,
+            EmbedSettings(provider="hash", cache=False),
+            tmp_path / "r",
+            index=IndexSettings(kind="qdrant", url=url),
+        )
+    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "r").exists()  # no silent local shard
+
+
+def test_router_directory_for_300_prompts_is_small(tmp_path: Path) -> None:
+    """The issue's measure: 300 prompts, hash embedder at 384 dimensions (a knn directory was 165 MB)."""
+    from routerforge.embed.hashing import HashEmbedder
+
+    words = ["algebra", "poetry", "chemistry", "law", "history", "music"]
+    rng = np.random.default_rng(0)
+    prompts = [
+        f"Question {i}: " + " ".join(words[j] for j in rng.integers(0, len(words), 40)) + f" — variant {i}."
+        for i in range(300)
+    ]
+    scores = rng.integers(0, 2, (300, 2)).astype(np.float64)
+    matrix = ScoreMatrix(
+        name="three-hundred",
+        keys=[str(i) for i in range(300)],
+        prompts=prompts,
+        models=MODELS,
+        scores=scores,
+        costs=np.full_like(scores, np.nan),
+    )
+    trained = train_router("knn", matrix, None, HashEmbedder(dim=384), tmp_path / "r", {"mode": "hybrid"})
+    trained.close()
+    files = [p for p in (tmp_path / "r").rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)  # apparent size: what an archive or a copy writes
+    assert total < 5_000_000, sorted((p.stat().st_size, p.name) for p in files)[-5:]

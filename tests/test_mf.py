@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from routerforge.errors import NotFittedError, ValidationError
-from routerforge.routers.mf import MfRouter, mf_logits, pair_targets, pairwise_to_scores
+from routerforge.routers.mf import MfRouter, comparisons, mf_logits, pairwise_to_scores
 from routerforge.routers.registry import create_router, load_router
-from synth_routing import MODELS, assert_learns_topics, make_data, split
+from synth_routing import MODELS, assert_learns_topics, make_battles, make_data, split
 
 FAST = {"dim": 8, "max_epochs": 60, "batch_size": 32, "patience": 6}
 
@@ -54,14 +54,24 @@ def test_delta_formula():
         assert got[m] == pytest.approx(want)
 
 
-def test_pair_targets_and_ties():
-    S = np.array([[1.0, 0.0, 1.0], [0.5, np.nan, 0.5]])
-    iu, ju, T, W = pair_targets(S, tie_weight=0.5)
-    pairs = list(zip(iu.tolist(), ju.tolist(), strict=True))
-    assert pairs == [(0, 1), (0, 2), (1, 2)]
-    np.testing.assert_array_equal(T[0], [1.0, 0.5, 0.0])
-    np.testing.assert_array_equal(W[0], [1.0, 0.5, 1.0])
-    np.testing.assert_array_equal(W[1], [0.0, 0.5, 0.0])  # pairs with a missing cell never count
+def test_comparisons_and_ties():
+    S = np.array([[1.0, 0.0, 1.0], [0.5, np.nan, 0.5], [np.nan, np.nan, 1.0]])
+    c = comparisons(S, tie_weight=0.5)
+    got = list(zip(c.rows.tolist(), c.i.tolist(), c.j.tolist(), strict=True))
+    assert got == [(0, 0, 1), (0, 0, 2), (0, 1, 2), (1, 0, 2)]  # pairs with a missing cell never count
+    np.testing.assert_array_equal(c.target, [1.0, 0.5, 0.0, 0.5])
+    np.testing.assert_array_equal(c.weight, [1.0, 0.5, 1.0, 0.5])
+    np.testing.assert_array_equal(c.starts, [0, 3, 4, 4])
+    skipped = comparisons(S, tie_weight=0.0)  # ties skipped
+    assert list(zip(skipped.rows.tolist(), skipped.i.tolist(), strict=True)) == [(0, 0), (0, 1)]
+
+
+def test_pairwise_learns_from_battles_alone():
+    X, S, topic = make_battles(600)
+    r = MfRouter(**FAST, mode="pairwise").fit(X.take(range(500)), S[:500], list("abcde"))
+    pred = r.predict_scores(X.take(range(500, 600)))
+    best = pred.argmax(axis=1)
+    assert np.mean(best == topic[500:]) >= 0.9  # the topic's strong model is ranked first
 
 
 def test_pairwise_to_scores_two_models():

@@ -1,9 +1,10 @@
 """`routerforge router import` treats an archive as data: one crafted archive per attack, all refused.
 
 Attacks: an http embedder that would send every prompt to another server, a sentence-transformers model
-path, array names with ``../``, an absolute shard path in the router's state, a compression bomb over the
-byte cap (refused from the headers, before inflating), too many entries, symlink / hard-link / device
-members. The target directory never appears and the staging directory is always cleaned up.
+path, array names with ``../`` (or a symlinked array), absolute and ``../`` paths in the router's state,
+a compression bomb over the byte cap (refused from the headers, before inflating), too many entries,
+symlink / hard-link / device / FIFO members. The target directory never appears and the staging
+directory is always cleaned up.
 """
 
 from __future__ import annotations
@@ -114,12 +115,15 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 def test_import_round_trip_is_private_and_loads(
     env: Path, trained_knn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    src = _copy(trained_knn, tmp_path)
+    (src / "notes").mkdir(mode=0o755)
+    (src / "notes" / "readme.txt").write_text("made by a colleague")
     archive = tmp_path / "r.tar.gz"
-    write_archive(trained_knn, archive)
+    write_archive(src, archive)
     target = tmp_path / "imported"
     assert _import(archive, target) == 0, capsys.readouterr().err
     modes = {p.relative_to(target).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in target.rglob("*")}
-    assert modes["router.json"] == 0o600 and modes["shard"] == 0o700
+    assert modes["router.json"] == 0o600 and modes["notes"] == 0o700 and modes["notes/readme.txt"] == 0o600
     assert all(m in (0o600, 0o700) for m in modes.values()), modes
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
     router = load_router(target)
@@ -208,25 +212,31 @@ def test_array_symlinked_out_of_the_directory_is_refused(trained: Path, tmp_path
         load_router(src)
 
 
-def test_absolute_shard_path_in_state_is_refused(
+def test_paths_in_the_knn_state_are_never_used(
     env: Path, trained_knn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """An absolute (or ../) shard path in router.json's state: never opened, never deleted on close."""
     src = _copy(trained_knn, tmp_path)
     elsewhere = tmp_path / "elsewhere"
-    (src / "shard").rename(elsewhere)  # a valid shard, outside the router directory
-    (src / "shard").mkdir()
-    _edit_json(src / "router.json", state__shard=str(elsewhere))
-    with pytest.raises(ArtifactError, match="outside the router directory"):
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    for where in (str(elsewhere), "../elsewhere"):
+        _edit_json(src / "router.json", state__shard=where, state__index={"kind": "edge", "path": where})
+        try:
+            router = load_router(src)
+        except ArtifactError:
+            pass  # refusing is fine too
+        else:
+            router.close()  # closing deletes the router's private shard: it must not be `elsewhere`
+        assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+        assert (elsewhere / "precious.txt").read_text() == "keep me"
+    _edit_json(src / "router.json", state__index={"kind": str(elsewhere)})  # not a known index kind
+    with pytest.raises(ArtifactError, match="index reference"):
         load_router(src)
     archive = tmp_path / "shard.tar.gz"
-    write_archive(src, archive)  # small: the shard stays outside
-    target = tmp_path / "imported"
-    _refused(_import(archive, target), target, capsys, "outside the router directory")
-    _edit_json(src / "router.json", state__shard="../elsewhere")  # relative: from the staging dir too
-    with pytest.raises(ArtifactError, match="outside the router directory"):
-        load_router(src)
     write_archive(src, archive)
-    _refused(_import(archive, target), target, capsys, "outside the router directory")
+    target = tmp_path / "imported"
+    _refused(_import(archive, target), target, capsys, "index reference")
 
 
 # -- archive members -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,20 @@ def _held_out() -> PromptBatch:
 def _queries(name: str, X: PromptBatch) -> PromptBatch:
     """Prompts to predict: held-out ones, except for the oracle which only knows its training prompts."""
     return X.take(range(0, 12)) if name == "oracle" else _held_out()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _llm_policy_answers_without_a_model() -> Iterator[None]:
+    """llm-policy answers by keyword here; its llama.cpp path is tested in test_llm_policy.py."""
+    from routerforge.routers.llm_policy import LlmPolicyRouter
+
+    def stub(messages: list[dict[str, str]]) -> str:
+        query = messages[-1]["content"]
+        return "[DECISION] Complex_Query" if "algebra" in query else "[REASONING] easy [DECISION] Standard"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LlmPolicyRouter, "_llama_generator", lambda self: stub)
+        yield
 
 
 @pytest.fixture(scope="module")

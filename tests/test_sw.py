@@ -9,12 +9,12 @@ from routerforge.errors import NotFittedError, ValidationError
 from routerforge.routers.registry import create_router, load_router
 from routerforge.routers.sw import (
     SwRouter,
-    comparison_tables,
     fit_bradley_terry,
     similarity_weights,
     strengths_to_scores,
+    win_matrix,
 )
-from synth_routing import MODELS, assert_learns_topics, make_data, split
+from synth_routing import MODELS, assert_learns_topics, make_battles, make_data, split
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,17 @@ def test_bradley_terry_recovers_known_strengths():
     np.testing.assert_allclose(theta[0] - theta[0, 2], np.log([9.0, 3.0, 1.0]), atol=1e-3)
 
 
-def test_comparison_tables_and_scores():
+def test_win_matrix_dense_and_sparse_and_scores():
     S = np.array([[1.0, 0.0, np.nan], [1.0, 1.0, 0.0]])
-    wins, counts = comparison_tables(S, tie_weight=1.0)
+    flat = win_matrix(S, tie_weight=1.0)
+    assert isinstance(flat, np.ndarray)
+    wins = flat.reshape(2, 3, 3)
+    counts = wins + wins.transpose(0, 2, 1)
     assert wins[0, 0, 1] == 1 and wins[0, 1, 0] == 0 and counts[0, 0, 2] == 0
     assert wins[1, 0, 1] == 0.5 and wins[1, 1, 0] == 0.5 and counts[1, 0, 1] == 1
+    sparse = win_matrix(S, tie_weight=1.0, max_dense_cells=0)
+    assert not isinstance(sparse, np.ndarray)
+    np.testing.assert_array_equal(sparse.toarray(), flat)
     s = strengths_to_scores(np.array([[0.0, 0.0]]), np.array([0.6]))
     np.testing.assert_allclose(s, [[0.6, 0.6]])
 
@@ -91,3 +97,16 @@ def test_errors(data):
         SwRouter(gamma=1.0).fit(Xtr, Str, MODELS)
     with pytest.raises(ValidationError):
         SwRouter(top_k=0).fit(Xtr, Str, MODELS)
+
+
+def test_battles_with_many_models_use_the_sparse_table():
+    """Battle-shaped data (two scored models per row) whose table of wins exceeds the dense limit: the
+    sparse path is taken and the topic's strong model is ranked first."""
+    X, S, topic = make_battles(1200)
+    S = np.hstack([S, np.full((1200, 80), np.nan)])  # 85 models: 1,100 rows x 85² > 4M cells
+    S[0, 5:] = 0.5  # the 80 extra models are scored (a tie) on one training prompt only
+    models = [f"m{j}" for j in range(85)]
+    r = SwRouter(top_k=50).fit(X.take(range(1100)), S[:1100], models)
+    assert not isinstance(r._wins_flat, np.ndarray)
+    pred = r.predict_scores(X.take(range(1100, 1200)))
+    assert np.mean(pred[:, :5].argmax(axis=1) == topic[1100:]) >= 0.9

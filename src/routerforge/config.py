@@ -37,7 +37,7 @@ class DataSettings(_Section):
 
 
 class EmbedSettings(_Section):
-    provider: Literal["minilm-onnx", "sentence-transformers", "http", "hash"] = "minilm-onnx"
+    provider: Literal["minilm-onnx", "static", "sentence-transformers", "http", "hash"] = "minilm-onnx"
     model: str | None = Field(
         default=None, description="Model name for the http / sentence-transformers providers."
     )
@@ -58,6 +58,10 @@ class EmbedSettings(_Section):
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one http embedding request.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Retries of the http provider on 429/5xx.")
+    static_dir: Path | None = Field(
+        default=None,
+        description="Where the static provider's token table is built and read; default ~/.cache/routerforge/static.",
+    )
 
 
 class IndexSettings(_Section):

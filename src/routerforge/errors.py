@@ -72,12 +72,41 @@ class DataError(RouterForgeError):
         super().__init__(where + message, hint=hint)
 
 
+class ScoreScaleError(DataError):
+    """A score outside [0, 1] (or outside the declared ``--score-scale``); ``value`` is the raw score."""
+
+    def __init__(self, message: str, *, value: float, **where: Any) -> None:
+        self.value = value
+        super().__init__(message, **where)
+
+
 class ValidationError(RouterForgeError):
     """A request or argument has the wrong shape or value."""
 
     exit_code = 2
     http_status = 400
     error_type = "invalid_request_error"
+
+
+class RequestTooLargeError(ValidationError):
+    """A request body is over the gateway's ``limits.max_body_bytes``."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
+class RequestTimeoutError(ValidationError):
+    """The client sent its request body too slowly (``limits.body_timeout_s``)."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
+class ClientDisconnectedError(RouterForgeError):
+    """The HTTP client went away before its answer was sent (logged with status 499)."""
+
+    http_status = 499
+    error_type = "client_disconnected"
 
 
 class NotFittedError(RouterForgeError, RuntimeError):
@@ -96,6 +125,14 @@ class ArtifactError(RouterForgeError):
 
     exit_code = 2
     http_status = 500
+
+
+class RouterUnavailableError(ArtifactError):
+    """A router directory the gateway found cannot be loaded (corrupt or incomplete files)."""
+
+    http_status = 503
+    error_type = "server_error"
+    code = "router_unavailable"
 
 
 class IndexUnavailableError(ConfigError):

@@ -21,10 +21,13 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError as PydanticValidationError
+
 from routerforge.config import Settings, load_settings
+from routerforge.errors import ValidationError
 from routerforge.gateway.auth import Principal
 from routerforge.gateway.config import GatewayConfig, load_gateway_config, parse_gateway_config
-from routerforge.gateway.schemas import ChatCompletionRequest, FeedbackRequest
+from routerforge.gateway.schemas import ChatCompletionRequest, FeedbackRequest, RoutingParams
 from routerforge.gateway.service import GatewayService, new_request_id
 
 T = TypeVar("T")
@@ -159,9 +162,18 @@ class Client:
             self._loop.run(_aclose(agen))
             self._loop.run(self._service.finish_abandoned(prep, stream))
 
-    def route(self, model: str, prompt: str, *, explain: bool = True) -> dict[str, Any]:
-        """The routing decision for ``prompt`` (chosen model, predictions, reason); no upstream call."""
-        return self._loop.run(self._service.route(self.principal, model, prompt, explain=explain))
+    def route(
+        self, model: str, prompt: str, *, explain: bool = True, routing: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The routing decision for ``prompt`` (chosen model, predictions, reason); no upstream call.
+        ``routing``: per-request parameters (max_cost_usd, max_latency_ms, willingness_to_pay, models)."""
+        try:
+            params = None if routing is None else RoutingParams.model_validate(routing)
+        except PydanticValidationError as exc:
+            raise ValidationError(f"Invalid routing parameters: {exc.errors()[0]['msg']}") from exc
+        return self._loop.run(
+            self._service.route(self.principal, model, prompt, explain=explain, routing=params)
+        )
 
     def feedback(
         self, request_id: str, rating: float, labels: dict[str, Any] | None = None

@@ -26,8 +26,16 @@ IMPORT_FORMATS = (
     "routerbench-csv",
     "pulze-jsonl",
     "wide-jsonl",
+    "wide-csv",
     "long-jsonl",
     "long-csv",
+    "battles-jsonl",
+    "battles-csv",
+    "mtbench-jsonl",
+    "helm",
+    "long",
+    "wide",
+    "battles",
 )
 EXPORT_FORMATS = ("wide-jsonl", "long-jsonl")
 
@@ -110,6 +118,24 @@ def import_cmd(
             "answer's option matches gold_answer.",
         ),
     ] = "judge",
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="FIELD=COLUMN: read the field from a column of another name (long, wide, battles, mtbench); "
+            "scores=PREFIX* or scores=COL1,COL2 for wide (repeatable).",
+        ),
+    ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            help="MT-Bench judgements and battles: a question.jsonl giving prompts by question_id.",
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="HELM results: the stat to score by (default exact_match).")
+    ] = None,
     description: Annotated[
         str | None, typer.Option("--description", help="A note stored with the dataset.")
     ] = None,
@@ -121,6 +147,7 @@ def import_cmd(
 ) -> None:
     """Import eval records from PATH into dataset NAME (atomic; re-importing the same file changes nothing)."""
     from routerforge.data.importers import read_records
+    from routerforge.data.importers.base import count_missing_costs
     from routerforge.errors import DataError
 
     _choice(fmt, IMPORT_FORMATS, "--format")
@@ -128,13 +155,21 @@ def import_cmd(
     chosen_rule = _choice(rule or settings.data.duplicate_rule, ("min", "mean", "last"), "--rule")
     _choice(pulze_score, ("judge", "strict"), "--pulze-score")
     records, read_report = read_records(
-        path, fmt, strict=strict, scale=score_scale, max_issues=max_errors, pulze_score=pulze_score
+        path,
+        fmt,
+        strict=strict,
+        scale=score_scale,
+        max_issues=max_errors,
+        pulze_score=pulze_score,
+        column_map=column_map,
+        questions=questions,
+        metric=metric,
     )
     store = open_store(ctx)
     try:
         report = store.import_records(
             name,
-            _with_progress(records, progress and not as_json),
+            _with_progress(count_missing_costs(records, read_report), progress and not as_json),
             rule=chosen_rule,
             source=str(path.resolve()),
             description=description,
@@ -153,6 +188,11 @@ def import_cmd(
             hint="Check --format and the file's columns; nothing was written.",
         )
     payload = {**report.to_dict(), "read": read_report.to_dict()}
+    payload["dropped"] = {
+        "bad_rows": read_report.skipped,
+        "score_out_of_range": read_report.out_of_range,  # included in bad_rows
+        "duplicate_outcomes": report.duplicates,
+    }
     if as_json:
         print_json(payload)
         return
@@ -171,6 +211,8 @@ def _print_import(payload: dict[str, Any]) -> None:
         f"{len(payload['models'])} models; {payload['duplicates']:,} duplicate outcomes resolved by "
         f"'{payload['rule']}'."
     )
+    _print_read_details(console, payload)
+    _print_drops(console, payload)
     if read["skipped"]:
         table = Table(title=f"{read['skipped']:,} bad rows skipped (first {len(read['issues'])})")
         for column in ("file", "line", "column", "reason"):
@@ -181,6 +223,54 @@ def _print_import(payload: dict[str, Any]) -> None:
             )
         console.print(table)
         console.print("Use --strict to abort on the first bad row instead.")
+
+
+def _print_drops(console: Any, payload: dict[str, Any]) -> None:
+    """What was left out or merged, and the records an N-model benchmark will leave out (no cost)."""
+    read, dropped = payload["read"], payload["dropped"]
+    parts = []
+    if dropped["bad_rows"]:
+        scale = dropped["score_out_of_range"]
+        why = f" ({scale:,} with a score outside [0, 1]: see --score-scale)" if scale else ""
+        parts.append(f"{dropped['bad_rows']:,} bad rows skipped{why}")
+    if dropped["duplicate_outcomes"]:
+        parts.append(f"{dropped['duplicate_outcomes']:,} duplicate outcomes merged by '{payload['rule']}'")
+    if parts:
+        console.print("Dropped: " + "; ".join(parts) + ".")
+    if 0 < read["missing_cost"] < read["records"]:
+        console.print(
+            f"{read['missing_cost']:,} of {read['records']:,} records have no cost: an N-model `bench` leaves "
+            "their prompts out."
+        )
+
+
+def _print_read_details(console: Any, payload: dict[str, Any]) -> None:
+    """Rows read and skipped, and what a format reports of itself (scale, battles, HELM metric)."""
+    read = payload["read"]
+    details = read.get("details") or {}
+    console.print(
+        f"Read {read['rows']:,} rows: {read['records']:,} records, {read['skipped']:,} bad rows skipped."
+    )
+    if "score_scale" in details:
+        console.print(
+            f"Scores on the scale {details['score_scale']} normalised to [0, 1] as {details['normalised']}."
+        )
+    if "battles" in details:
+        winners = ", ".join(f"{k} {v:,}" for k, v in (details.get("winners") or {}).items())
+        console.print(f"{details['battles']:,} battles ({winners}); stored as {details['scores']}.")
+        console.print(
+            f"Train pairwise: `routerforge train sw --data {payload['dataset']}` or "
+            f"`routerforge train mf --data {payload['dataset']} --param mode=pairwise`."
+        )
+    if "metric" in details:
+        runs = f" in {details['runs']:,} run folder(s)" if details.get("runs") else ""
+        console.print(
+            f"HELM: scored by {details['metric']!r}{runs}; "
+            f"{details['perturbed_not_imported']:,} perturbed instances not imported."
+        )
+    for key, label in (("columns_not_kept", "Nested columns not kept"), ("files_not_read", "Files not read")):
+        if details.get(key):
+            console.print(f"{label}: {', '.join(str(v) for v in details[key])}.")
 
 
 @data_app.command("list")
@@ -277,7 +367,7 @@ def split_cmd(
         str | None,
         typer.Option(
             "--by",
-            help="Hold out whole values of this column: category, split, or a metadata key (e.g. subject). "
+            help="Hold out whole values of this column: category (e.g. MMLU subjects), split, or a metadata key. "
             "Default: random prompts.",
         ),
     ] = None,

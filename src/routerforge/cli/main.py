@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "routerforge.cli.evalrun",
     "routerforge.cli.quickstart",
     "routerforge.cli.serve",
+    "routerforge.cli.recluster",
 )
 
 app = typer.Typer(

@@ -268,7 +268,17 @@ def _train(settings: Settings, matrix: ScoreMatrix, out: Path, k: int, console: 
 
     rows = _train_rows(matrix)
     console.print(f"[bold]3/5 train[/]: knn router (k={k}) on the {rows.size} train prompts → {out}")
-    trained = train_router(ROUTER, matrix, rows, settings.embed, out, {"k": k}, settings.cache_dir)
+    trained = train_router(
+        ROUTER,
+        matrix,
+        rows,
+        settings.embed,
+        out,
+        {"k": k},
+        settings.cache_dir,
+        index=settings.index,
+        split="train" if "train" in matrix.splits else None,
+    )
     close = getattr(trained, "close", None)
     if close is not None:
         close()
@@ -323,7 +333,7 @@ def _write_gateway_config(path: Path, router_dir: Path, candidates: list[Candida
                 "name": SYNTHETIC,
                 "router": str(router_dir),
                 "models": [c.id for c in candidates],
-                "policy": {"kind": "threshold"},
+                # no policy: the router's calibrated one (`routerforge calibrate`), else threshold 0.5
             }
         ],
         "require_auth": False,

@@ -104,16 +104,41 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 def train(
     ctx: typer.Context,
     router: Annotated[str, typer.Argument(help="Router family (registry name), e.g. knn, mlp, mf, sw.")],
-    data: Annotated[str, typer.Option("--data", help="Dataset to train on.")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write the router into.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset to train on (optional for semantic --routes).")
+    ] = None,
     split: Annotated[
         str | None,
         typer.Option("--split", help="Train on this split only (default: 'train' when the dataset has it)."),
     ] = None,
     param: ParamOpt = None,
+    routes: Annotated[
+        str | None,
+        typer.Option(
+            "--routes", help="semantic: routes YAML file, or builtin:task_types (see docs/routers.md)."
+        ),
+    ] = None,
+    route_map: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="semantic: ROUTE=MODEL, or default=MODEL for no route (repeatable)."),
+    ] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="llm-policy: prompted (default), sft or dpo (sft/dpo need [train])."),
+    ] = None,
+    gateway_yaml: Annotated[
+        Path | None,
+        typer.Option(
+            "--gateway-yaml", help="Also write a gateway.yaml that serves this router (must not exist)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a router on a dataset and save it as a directory of plain files."""
+    """Train a router on a dataset and save it as a directory of plain files.
+
+    ``semantic --routes FILE`` without ``--data`` trains on the routes' utterances alone (no fallback).
+    """
     import numpy as np
 
     from routerforge.policy.trained import train_router
@@ -121,7 +146,25 @@ def train(
 
     settings = state(ctx).settings
     router_class(router)  # unknown router: clear error before loading anything
-    matrix = _load_matrix(settings, data)
+    if gateway_yaml is not None and gateway_yaml.exists():
+        raise ValidationError(
+            f"{gateway_yaml} exists already; routerforge does not overwrite a gateway config.",
+            hint="Pass another --gateway-yaml path, or add the printed snippet to your config by hand.",
+        )
+    params = parse_params(param, router)
+    if stage is not None:
+        params["stage"] = stage  # a router without stages rejects it with the list of its parameters
+    if routes is not None or route_map:
+        from routerforge.routers.routes_file import semantic_training
+
+        matrix, params = semantic_training(
+            router, routes, route_map, params, None if data is None else _load_matrix(settings, data)
+        )
+        data = matrix.name
+    elif data is None:
+        raise ValidationError("--data is required.", hint="Name a dataset (`routerforge data list`).")
+    else:
+        matrix = _load_matrix(settings, data)
     if matrix.n_models < 2:
         raise ValidationError(
             f"Dataset {data!r} has {matrix.n_models} model(s); a router needs at least two."
@@ -134,7 +177,6 @@ def train(
         raise ValidationError(
             f"Dataset {data!r} has no prompts in split {split!r} (splits: {present or 'none'})."
         )
-    params = parse_params(param, router)
     trained = train_router(
         router,
         matrix,
@@ -149,7 +191,8 @@ def train(
         split=split,
     )
     strong, weak = trained.engine.pair()
-    info = {
+    snippet = gateway_snippet(out, trained.models)
+    info: dict[str, Any] = {
         "out": str(out),
         "router": router,
         "data": data,
@@ -159,8 +202,13 @@ def train(
         "strong": strong,
         "weak": weak,
         "priced": trained.prices.has_prices(),
-        "serve": gateway_snippet(out, trained.models),
+        "serve": snippet,
+        "gateway_yaml": None if gateway_yaml is None else str(gateway_yaml),
     }
+    if gateway_yaml is not None:
+        from routerforge.files import write_private
+
+        write_private(gateway_yaml, snippet.encode("utf-8"), exclusive=True)
     if as_json:
         print_json(info)
         return
@@ -172,8 +220,14 @@ def train(
             "[yellow]No prices for some models[/]: only the threshold policy can route them. Register prices "
             "with `routerforge models add ID --input-price … --output-price …` and train again."
         )
-    console.print("To serve it, put this in gateway.yaml (add base_url/api_key_env to each model):")
-    console.print(info["serve"], markup=False, highlight=False)
+    if gateway_yaml is not None:
+        console.print(f"Wrote {gateway_yaml}: set each model's base_url and api_key_env, then")
+        console.print(
+            f"  routerforge serve --config {gateway_yaml}   # model: router-{out.name}", markup=False
+        )
+    else:
+        console.print("To serve it, put this in gateway.yaml (set base_url/api_key_env of each model):")
+        console.print(info["serve"], markup=False, highlight=False)
 
 
 def gateway_snippet(router_dir: Path, models: list[str]) -> str:
@@ -210,12 +264,27 @@ def route(
     models: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Restrict the candidates (repeatable).")
     ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", help="YAML rules applied before the router (see docs/policies.md)."),
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", min=0, help="Only models estimated to cost at most this (USD)."),
+    ] = None,
+    max_latency: Annotated[
+        float | None,
+        typer.Option(
+            "--max-latency", min=0, help="Only models whose mean recorded latency is at most this (ms)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Route one prompt: the chosen model, the predicted score of every model, the knob and why.
 
     Without a knob the router's calibrated one is used (``routerforge calibrate``), else the default.
     """
+    from routerforge.policy.rules import RuleSet
     from routerforge.policy.trained import TrainedRouter
 
     knobs = {"threshold": threshold, "wtp": lam, "tolerance": tolerance}
@@ -225,7 +294,18 @@ def route(
     kind, knob = next(iter(given.items())) if given else (None, None)
     settings = state(ctx).settings
     trained = TrainedRouter.load(router_dir, settings)
-    decision = trained.decide(prompt, kind=kind, knob=knob, candidates=models or None)
+    ruleset = RuleSet.from_file(rules) if rules is not None else None
+    if ruleset is not None:
+        ruleset.check_models(trained.models)
+    decision = trained.decide(
+        prompt,
+        kind=kind,
+        knob=knob,
+        candidates=models or None,
+        rules=ruleset,
+        max_cost_usd=max_cost,
+        max_latency_ms=max_latency,
+    )
     explanation = trained.explain(prompt)
     decision.details["explanation"] = {
         "router": explanation.router,
@@ -233,7 +313,15 @@ def route(
         "details": explanation.details,
     }
     if as_json:
-        print_json(decision.to_dict())
+        doc = decision.to_dict()
+        if "routes" in explanation.details:  # semantic: the matched route (or null) and every matching one
+            doc["route"], doc["routes"] = explanation.details.get("route"), explanation.details["routes"]
+        if explanation.router == "llm-policy":  # "policy" already names the decision rule (threshold/wtp/…)
+            doc["llm_policy"], doc["reasoning"] = (
+                explanation.details["policy"],
+                explanation.details["reasoning"],
+            )
+        print_json(doc)
         return
     from rich.table import Table
 
@@ -248,9 +336,8 @@ def route(
         table.add_row(model + mark, f"{score:.3f}", "" if price is None else f"{price:.6f}")
     console.print(table)
     source = decision.details.get("knob_source", "")
-    console.print(
-        f"[bold]{decision.model}[/] ({decision.policy} {decision.knob:g}, {source}): {decision.reason}"
-    )
+    knob_text = "" if decision.policy == "rule" else f" {decision.knob:g}"
+    console.print(f"[bold]{decision.model}[/] ({decision.policy}{knob_text}, {source}): {decision.reason}")
     console.print(f"[dim]{explanation.reason}[/]")
 
 
@@ -291,8 +378,25 @@ def bench(
     latency_sample: Annotated[
         int, typer.Option("--latency-sample", help="Held-out prompts timed one by one.")
     ] = 200,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Paired-bootstrap resamples for each router's interval against the strongest trivial "
+            "baseline (seeded by --seed; 0: no interval).",
+        ),
+    ] = 1000,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="'cascade': also replay a cascade over the held-out prompts."),
+    ] = None,
+    cascade_threshold: Annotated[
+        float, typer.Option("--cascade-threshold", help="Escalate while the verifier's score is below this.")
+    ] = 0.5,
 ) -> None:
-    """Benchmark routers on held-out prompts: APGR/CPT (binary) or AIQ and cost–quality (N models)."""
+    """Benchmark routers on held-out prompts: APGR/CPT (binary) or AIQ and cost–quality (N models), next to
+    the trivial baselines (best single model, prompt length, category) with a paired-bootstrap interval."""
     from rich.progress import Progress
 
     from routerforge.embed.factory import build_embedder
@@ -300,8 +404,14 @@ def bench(
     from routerforge.routers.registry import router_class
 
     settings = state(ctx).settings
+    if policy not in (None, "cascade"):
+        raise ValidationError(
+            f"--policy {policy!r} is not a bench policy.",
+            hint="bench always sweeps the threshold (two models) or λ (N models); --policy cascade adds a cascade.",
+        )
     for name in router:
         router_class(name)
+    keep: dict[str, Any] = {}
     setup = build_setup(
         settings,
         data,
@@ -329,6 +439,23 @@ def bench(
             latency_sample=latency_sample,
             seed=seed,
             progress=progress,
+            bootstrap=bootstrap,
+            keep=keep,
+        )
+    if policy == "cascade":
+        import numpy as np
+
+        from routerforge.evaluate.cascade import cascade_results
+        from routerforge.evaluate.harness import true_costs
+
+        test_m = setup.test.select_models(keep["models"])
+        rows = keep["rows"]
+        cascade_results(
+            doc,
+            keep,
+            test_m.scores[rows],
+            np.asarray(true_costs(test_m, setup.catalog))[rows],
+            cascade_threshold,
         )
     doc["embedder"] = getattr(embedder, "id", settings.embed.provider)
     print_table(doc, console)
@@ -375,7 +502,7 @@ def latency_factory(embedder: Any, encoder: Any) -> Any:
 def print_table(doc: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
-    from routerforge.evaluate.report import single_rows, table_rows
+    from routerforge.evaluate.report import comparison_note, dropped_note, single_rows, table_rows
 
     header, rows = table_rows(doc)
     table = Table(title=f"{doc['data']} — {doc.get('split', '')} — {doc['n_prompts']} held-out prompts")
@@ -384,6 +511,9 @@ def print_table(doc: dict[str, Any], console: Any) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    for note in (comparison_note(doc), dropped_note(doc)):
+        if note:
+            console.print(note, markup=False)
     header, rows = single_rows(doc)
     singles = Table(title="single models")
     for h in header:

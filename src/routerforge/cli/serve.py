@@ -120,12 +120,23 @@ def serve_cmd(
     warning = open_access_warning(gw, host)
     if warning is not None:
         typer.echo(warning, err=True)
+    http_options: dict[str, Any] = {  # slow and idle clients: gateway/server.py, limits in gateway.yaml
+        "timeout_keep_alive": gw.limits.idle_timeout_s,
+        "access_log": access_log,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+    }
+    try:
+        from routerforge.gateway.server import LimitedHttpToolsProtocol
+
+        http_options["http"] = LimitedHttpToolsProtocol
+    except ImportError:  # no httptools (e.g. Windows): h11, with its header size cap but no header deadline
+        http_options.update(http="h11", h11_max_incomplete_event_size=gw.limits.max_header_bytes)
+        typer.echo("WARNING: httptools is not installed: no deadline for slow request headers.", err=True)
     if workers == 1:
         app = create_app(settings, gw)
         app.state.service.routing.load_all()  # fail here, with a clear message, on a broken router dir
-        uvicorn.run(
-            app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=10
-        )
+        uvicorn.run(app, host=host, port=port, **http_options)
         return
     db = GatewayDB(settings.store_url)
     kind = build_counters(gw.counters, db).kind
@@ -151,9 +162,7 @@ def serve_cmd(
         host=host,
         port=port,
         workers=workers,
-        access_log=access_log,
-        log_level="info",
-        timeout_graceful_shutdown=10,
+        **http_options,
     )
 
 
@@ -272,6 +281,17 @@ def import_logs_cmd(
         str | None, typer.Option("--since", help="Only requests since (2026-01-31, 7d, …).")
     ] = None,
     config: GatewayConfigOpt = None,
+    recluster: Annotated[
+        list[Path] | None,
+        typer.Option("--recluster", help="Then refit this router directory on the dataset (repeatable)."),
+    ] = None,
+    recluster_min_new: Annotated[
+        int,
+        typer.Option(
+            "--recluster-min-new",
+            help="--recluster only when the dataset has at least this many new prompts.",
+        ),
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Turn logged gateway requests that have feedback into an eval set (skips opted-out tenants)."""
@@ -308,6 +328,12 @@ def import_logs_cmd(
     finally:
         store.close()
     payload["import"] = report.to_dict()
+    if recluster:  # re-cluster routers once enough new feedback arrived (cli/recluster.py)
+        from routerforge.cli.recluster import recluster_router
+
+        payload["recluster"] = [
+            recluster_router(settings, d, name, min_new=recluster_min_new) for d in recluster
+        ]
     if as_json:
         print_json(payload)
         return

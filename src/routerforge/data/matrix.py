@@ -30,6 +30,7 @@ class ScoreMatrix:
     splits: list[str | None] = field(default_factory=list)
     categories: list[str | None] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    latencies: np.ndarray | None = None  # ms per (prompt, model), NaN when unknown
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -41,7 +42,10 @@ class ScoreMatrix:
             self.metadata = [{} for _ in range(n)]
         self.scores = np.asarray(self.scores, dtype=np.float64)
         self.costs = np.asarray(self.costs, dtype=np.float64)
-        if self.scores.shape != (n, m) or self.costs.shape != (n, m):
+        if self.latencies is None:
+            self.latencies = np.full((n, m), np.nan)
+        self.latencies = np.asarray(self.latencies, dtype=np.float64)
+        if self.scores.shape != (n, m) or self.costs.shape != (n, m) or self.latencies.shape != (n, m):
             raise DataError(
                 f"Score matrix {self.name!r} has shape {self.scores.shape} and costs {self.costs.shape}, "
                 f"expected ({n}, {m})."
@@ -78,6 +82,7 @@ class ScoreMatrix:
             models=list(self.models),
             scores=self.scores[idx],
             costs=self.costs[idx],
+            latencies=self.latencies[idx] if self.latencies is not None else None,
             splits=[self.splits[i] for i in idx],
             categories=[self.categories[i] for i in idx],
             metadata=[self.metadata[i] for i in idx],
@@ -92,6 +97,7 @@ class ScoreMatrix:
             models=list(models),
             scores=self.scores[:, cols],
             costs=self.costs[:, cols],
+            latencies=self.latencies[:, cols] if self.latencies is not None else None,
             splits=list(self.splits),
             categories=list(self.categories),
             metadata=list(self.metadata),
@@ -103,6 +109,16 @@ class ScoreMatrix:
     def text_groups(self) -> np.ndarray:
         """Group id per row: rows with identical prompt text share one id (for grouped folds)."""
         return group_ids(self.prompts)
+
+    def mean_latency_ms(self) -> dict[str, float]:
+        """Mean recorded latency of each model (models without any are left out)."""
+        out: dict[str, float] = {}
+        lat = self.latencies if self.latencies is not None else np.full(self.scores.shape, np.nan)
+        for j, name in enumerate(self.models):
+            col = lat[:, j][np.isfinite(lat[:, j])]
+            if col.size:
+                out[name] = float(col.mean())
+        return out
 
     def complete_rows(self) -> np.ndarray:
         """Positions of rows with a score for every model."""

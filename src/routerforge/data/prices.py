@@ -116,14 +116,10 @@ def with_default_prices(model: CandidateModel) -> tuple[CandidateModel, ModelPri
     filled = replace(
         model,
         input_usd_per_mtok=(
-            model.input_usd_per_mtok
-            if model.input_usd_per_mtok is not None
-            else price.input_usd_per_mtok
+            model.input_usd_per_mtok if model.input_usd_per_mtok is not None else price.input_usd_per_mtok
         ),
         output_usd_per_mtok=(
-            model.output_usd_per_mtok
-            if model.output_usd_per_mtok is not None
-            else price.output_usd_per_mtok
+            model.output_usd_per_mtok if model.output_usd_per_mtok is not None else price.output_usd_per_mtok
         ),
         context_window=model.context_window if model.context_window is not None else price.context_window,
         capabilities={**price.capabilities, **model.capabilities},

@@ -450,12 +450,13 @@ class Store:
             row_of = {int(r[0]): i for i, r in enumerate(prompt_rows)}
             scores = np.full((len(prompt_rows), len(columns)), np.nan)
             costs = np.full_like(scores, np.nan)
+            latencies = np.full_like(scores, np.nan)
             cells = conn.execute(
-                select(_R.c.prompt_id, _R.c.model, _R.c.score, _R.c.cost_usd)
+                select(_R.c.prompt_id, _R.c.model, _R.c.score, _R.c.cost_usd, _R.c.latency_ms)
                 .select_from(_R.join(_P, _R.c.prompt_id == _P.c.id))
                 .where(_P.c.dataset_id == dataset_id)
             )
-            for prompt_id, model, score, cost in cells:
+            for prompt_id, model, score, cost, latency in cells:
                 j = col_of.get(model)
                 if j is None:
                     continue
@@ -464,6 +465,8 @@ class Store:
                     scores[i, j] = score
                 if cost is not None:
                     costs[i, j] = cost
+                if latency is not None:
+                    latencies[i, j] = latency
         return ScoreMatrix(
             name=dataset,
             keys=[r[1] for r in prompt_rows],
@@ -471,6 +474,7 @@ class Store:
             models=columns,
             scores=scores,
             costs=costs,
+            latencies=latencies,
             splits=[r[3] for r in prompt_rows],
             categories=[r[4] for r in prompt_rows],
             metadata=[dict(r[5] or {}) for r in prompt_rows],

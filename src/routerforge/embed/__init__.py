@@ -1,4 +1,4 @@
-"""Text -> vectors: dense embedders (ONNX MiniLM by default), sparse BM25, a persistent cache."""
+"""Text -> vectors: dense embedders (ONNX MiniLM, static MiniLM token vectors, ...), sparse BM25, a persistent cache."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from routerforge.embed.http import HttpEmbedder
 from routerforge.embed.onnx import MiniLMOnnxEmbedder
 from routerforge.embed.sbert import SentenceTransformerEmbedder
 from routerforge.embed.sparse import Bm25Encoder
+from routerforge.embed.static import StaticEmbedder
 from routerforge.embed.text import BoilerplateStripper, truncate_ids
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MiniLMOnnxEmbedder",
     "SentenceTransformerEmbedder",
     "SparseVector",
+    "StaticEmbedder",
     "available_providers",
     "build_embedder",
     "encode",

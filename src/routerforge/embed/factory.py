@@ -11,6 +11,7 @@ from routerforge.embed.hashing import HashEmbedder
 from routerforge.embed.http import HttpEmbedder
 from routerforge.embed.onnx import MiniLMOnnxEmbedder
 from routerforge.embed.sbert import SentenceTransformerEmbedder
+from routerforge.embed.static import StaticEmbedder
 from routerforge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class _Provider(Protocol):
 #: provider name (``embed.provider``) -> embedder class with a ``from_settings`` classmethod.
 PROVIDERS: dict[str, _Provider] = {
     "minilm-onnx": MiniLMOnnxEmbedder,
+    "static": StaticEmbedder,
     "sentence-transformers": SentenceTransformerEmbedder,
     "http": HttpEmbedder,
     "hash": HashEmbedder,

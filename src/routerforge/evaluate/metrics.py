@@ -302,3 +302,129 @@ def cost_quality_metrics(points: np.ndarray, singles: dict[str, SingleModel]) ->
         cost_share_at_best_quality=None if reach is None or best.cost <= 0 else reach / best.cost,
         pareto=[(float(c), float(q)) for c, q in front],
     )
+
+
+# --------------------------------------------------------------------------------------------- bootstrap
+# Paired bootstrap: every predictor is scored on the same resamples of the held-out prompts. A resample is a
+# row of integer weights (how many times each prompt is drawn); prompts sharing a group (identical texts)
+# are drawn together. The functions below compute a metric for every row at once, exactly as the
+# functions above compute it on the unweighted prompts (weights of 1 give the same numbers).
+def bootstrap_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """``(n_resamples, n)`` int32 draw counts: each resample draws as many groups as there are, with
+    replacement, and every prompt of a drawn group counts once per draw."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_groups = int(inverse.max()) + 1 if inverse.size else 0
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, inverse.size), dtype=np.int32)
+    step = max(1, 2_000_000 // max(n_groups, 1))
+    for lo in range(0, n_resamples, step):
+        rows = min(step, n_resamples - lo)
+        draws = rng.integers(0, n_groups, size=(rows, n_groups)) + np.arange(rows)[:, None] * n_groups
+        counts = np.bincount(draws.ravel(), minlength=rows * n_groups).reshape(rows, n_groups)
+        out[lo : lo + rows] = counts[:, inverse]
+    return out
+
+
+def _rowwise_interp(x: np.ndarray, knots: np.ndarray, values: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+    """Per row r, the piecewise-linear function with segment ends ``knots[r]`` (non-decreasing cumulative
+    weights), end values ``values[r]`` and slopes ``slopes[r]``, at ``x[r]`` (0 ≤ x ≤ the last knot)."""
+    rows, segments = knots.shape
+    offset = (np.arange(rows, dtype=np.float64) * (float(knots[:, -1].max()) + 1.0))[:, None]
+    flat = (knots + offset).ravel()
+    found = np.searchsorted(flat, (x + offset).ravel(), side="left").reshape(x.shape)
+    seg = np.minimum(found - (np.arange(rows) * segments)[:, None], segments - 1)
+    r = np.arange(rows)[:, None]
+    end = knots[r, seg]
+    return values[r, seg] - (end - x) * slopes[r, seg]
+
+
+def resampled_apgr(
+    p_strong: np.ndarray,
+    s_strong: np.ndarray,
+    s_weak: np.ndarray,
+    weights: np.ndarray,
+    points: int = 11,
+    chunk: int = 64,
+) -> np.ndarray:
+    """APGR (as :func:`apgr`, ties averaged) on every resample of ``weights`` (``(B, n)`` draw counts);
+    NaN for a resample where the two models tie."""
+    p = np.asarray(p_strong, dtype=np.float64)
+    gains = np.asarray(s_strong, dtype=np.float64) - np.asarray(s_weak, dtype=np.float64)
+    gain_curve(p, s_strong, s_weak)  # validates shapes and finiteness
+    order = np.argsort(-p, kind="stable")
+    p_sorted, g_sorted = p[order], gains[order]
+    starts = np.flatnonzero(np.concatenate([[True], p_sorted[1:] != p_sorted[:-1]]))
+    shares = np.linspace(0.0, 1.0, points)
+    out = np.empty(weights.shape[0])
+    for lo in range(0, weights.shape[0], chunk):
+        w = weights[lo : lo + chunk][:, order].astype(np.float64)
+        block_w = np.add.reduceat(w, starts, axis=1)
+        block_s = np.add.reduceat(w * g_sorted, starts, axis=1)
+        cum_w, cum_s = np.cumsum(block_w, axis=1), np.cumsum(block_s, axis=1)
+        slopes = np.divide(block_s, block_w, out=np.zeros_like(block_s), where=block_w > 0)
+        x = shares[None, :] * cum_w[:, -1:]
+        gain = _rowwise_interp(x, cum_w, cum_s, slopes)
+        total = cum_s[:, -1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pgr = np.where(np.abs(total) < 1e-12, np.nan, gain / total)
+        out[lo : lo + chunk] = np.trapezoid(pgr, shares, axis=1)
+    return out
+
+
+def frontier_quality_rows(costs: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """:func:`frontier_quality` of ``pareto_frontier`` of each row's points (``costs[r]``, ``quality[r]``)
+    at ``at[r]``, for every row at once; NaN where it is undefined (``at`` below the cheapest point)."""
+    c, q = np.asarray(costs, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    target = np.asarray(at, dtype=np.float64)[:, None]
+    left = c <= target + 1e-15
+    q_left = np.where(left, q, -np.inf).max(axis=1, keepdims=True)
+    # the frontier point at or below the target cost: the cheapest point reaching the best quality there
+    c_left = np.where(left & (q >= q_left), c, np.inf).min(axis=1, keepdims=True)
+    # the next frontier point: the cheapest point of higher quality (its best quality at that cost)
+    above = q > q_left + 1e-15
+    c_right = np.where(above, c, np.inf).min(axis=1, keepdims=True)
+    q_right = np.where(above & (c <= c_right), q, -np.inf).max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mixed = q_left + (target - c_left) / (c_right - c_left) * (q_right - q_left)
+    value = np.where(np.isfinite(c_right), mixed, q_left)
+    return np.where(np.isfinite(q_left), value, np.nan)[:, 0]
+
+
+def resampled_quality_at_best_cost(
+    chosen_cost: np.ndarray,
+    chosen_quality: np.ndarray,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    weights: np.ndarray,
+    chunk: int = 256,
+) -> np.ndarray:
+    """``quality_at_best_cost`` (as :func:`cost_quality_metrics`) on every resample of ``weights``.
+
+    ``chosen_cost``/``chosen_quality`` are ``(L, n)``: the recorded cost and score of the model chosen for
+    each prompt at each of the L swept knob settings; ``scores``/``costs`` the ``(n, m)`` truth that defines
+    the single models (the best one — highest quality, ties: cheaper — is re-chosen on every resample).
+    """
+    cc, cq = np.asarray(chosen_cost, dtype=np.float64), np.asarray(chosen_quality, dtype=np.float64)
+    out = np.empty(weights.shape[0])
+    for lo in range(0, weights.shape[0], chunk):
+        w = weights[lo : lo + chunk].astype(np.float64)
+        total = w.sum(axis=1, keepdims=True)
+        single_q, single_c = (w @ scores) / total, (w @ costs) / total
+        best_q = single_q.max(axis=1, keepdims=True)
+        best = np.where(single_q >= best_q, single_c, np.inf).argmin(axis=1)
+        at = single_c[np.arange(w.shape[0]), best]
+        out[lo : lo + chunk] = frontier_quality_rows((w @ cc.T) / total, (w @ cq.T) / total, at)
+    return out
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of the paired differences ``a − b`` over resamples (undefined ones ignored);
+    ``None`` when no resample defines both."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(diff, [tail, 100.0 - tail])
+    return float(lo), float(hi)

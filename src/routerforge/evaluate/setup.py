@@ -45,6 +45,7 @@ def build_setup(
         )
     matrix = load_matrix(data)
     extra: dict[str, Any] = {}
+    dropped: dict[str, int] = {}
     if drop_prompts_file is not None:
         listed = read_prompt_list(drop_prompts_file)
         matrix, matched, removed = drop_prompts(matrix, listed)
@@ -54,19 +55,22 @@ def build_setup(
             "matched": matched,
             "rows_removed": removed,
         }
+        dropped["listed_prompts"] = removed
         if say is not None:
             say(f"--drop-prompts: {matched} of {len(listed)} listed prompts matched ({removed} rows removed)")
     test_matrix = None
     if test is not None:
         test_matrix = load_matrix(test)
-        fold, _ = transfer_split(matrix, test_matrix)
+        fold, keep = transfer_split(matrix, test_matrix)
         fold_list, name = [fold], f"transfer {data} -> {test}"
+        dropped["test_text_in_train"] = test_matrix.n_prompts - int(keep.size)
     elif split is not None:
         fold_list, name = dataset_split(matrix, test=split), f"own split (test = {split!r})"
+        dropped["test_text_in_train"] = int(matrix.split_rows(split).size - fold_list[0].test.size)
     elif group_by == "category":
         k = folds or 5
         fold_list, name = category_folds(matrix, k, seed=seed), f"{k} folds, whole categories held out"
     else:
         k = folds or 5
         fold_list, name = prompt_folds(matrix, k, seed=seed), f"{k} folds grouped by prompt text"
-    return BenchSetup(matrix, fold_list, test_matrix, strong, weak, name, extra)
+    return BenchSetup(matrix, fold_list, test_matrix, strong, weak, name, extra, dropped=dropped)

@@ -7,19 +7,29 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``PO
 Errors become responses in one place, :func:`error_response`: a ``RouterForgeError`` answers with its
 ``http_status`` / ``error_type`` (looked up along the class's MRO, so subclasses inherit them) and an
 OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body; malformed requests answer 400 the
-same way. Request bodies are parsed by hand (not by FastAPI's 422 machinery) so every error looks alike.
+same way. Request bodies are parsed by hand (not by FastAPI's 422 machinery) so every error looks alike,
+under the ``limits`` of ``gateway/limits.py`` (body size, read deadline, JSON depth, message count); FastAPI's
+own 404/405/422 answers are given the same shape.
+
+A non-streaming chat request whose client disconnects cancels its upstream call and is logged 499.
+
+Chat and route requests get a request id first; a refusal before routing (401, 429, 400) is logged under it
+(:func:`admit`), the rest by the service. Streams are framed by ``gateway/sse.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -28,12 +38,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routerforge import __version__
 from routerforge.config import Settings
-from routerforge.errors import AuthError, RouterForgeError, ValidationError
+from routerforge.errors import AuthError, ClientDisconnectedError, RouterForgeError, ValidationError
 from routerforge.gateway.auth import KeyStore, Principal, bearer_token, load_pepper, principal_of
-from routerforge.gateway.config import GatewayConfig
+from routerforge.gateway.config import GatewayConfig, LimitsConfig
+from routerforge.gateway.limits import (
+    LIMITS_STATE,
+    check_body,
+    check_name,
+    check_request_id,
+    parse_json,
+    read_body,
+)
 from routerforge.gateway.metrics import CONTENT_TYPE
 from routerforge.gateway.requestlog import parse_since
-from routerforge.gateway.schemas import ChatCompletionRequest, FeedbackRequest, RouteRequest, error_body
+from routerforge.gateway.schemas import (
+    ChatCompletionRequest,
+    FeedbackRequest,
+    RouteRequest,
+    error_body,
+    json_chars,
+)
 from routerforge.gateway.service import GatewayService, new_request_id
 from routerforge.gateway.sse import sse_bytes
 
@@ -43,6 +67,7 @@ MODEL_HEADER = "x-routerforge-model"
 REQUEST_ID_HEADER = "x-routerforge-request-id"
 ANONYMOUS = Principal(tenant="default", key_id=None)
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def error_response(exc: BaseException, request_id: str | None = None) -> JSONResponse:
@@ -51,15 +76,24 @@ def error_response(exc: BaseException, request_id: str | None = None) -> JSONRes
     if isinstance(exc, RouterForgeError):
         status = exc.http_status
         body = error_body(str(exc), exc.error_type, param=exc.param, code=exc.code)
+        if status in (408, 413):  # the rest of the body is not read: the connection cannot be reused
+            headers = {**(headers or {}), "connection": "close"}
         if status == 429:
             headers = {
                 **(headers or {}),
                 "retry-after": "60" if exc.error_type == "rate_limit_error" else "3600",
             }
         return JSONResponse(body, status_code=status, headers=headers)
-    if isinstance(exc, StarletteHTTPException):
+    if isinstance(exc, StarletteHTTPException):  # unknown path (404), wrong method (405, with Allow)
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        headers = {**(headers or {}), **(exc.headers or {})}
         return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code, headers=headers)
+    if isinstance(exc, RequestValidationError):  # a query or path parameter of the wrong type
+        errs = exc.errors()
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs[:5]]
+        param = str(errs[0]["loc"][-1]) if errs and errs[0]["loc"] else None
+        body = error_body("Invalid request: " + "; ".join(parts), "invalid_request_error", param=param)
+        return JSONResponse(body, status_code=400, headers=headers)
     log.exception("unhandled error in request %s", request_id, exc_info=exc)
     return JSONResponse(
         error_body("Internal error in the gateway.", "server_error", code="internal_error"),
@@ -76,19 +110,39 @@ def _pydantic_message(exc: PydanticValidationError) -> tuple[str, str | None]:
     return "Invalid request body: " + "; ".join(parts), param
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        payload = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise ValidationError(f"The request body is not valid JSON: {exc}.", code="invalid_json") from exc
-    if not isinstance(payload, dict):
-        raise ValidationError("The request body must be a JSON object.")
+async def parse_body(request: Request, model: type[M], limits: LimitsConfig) -> M:
+    """Read (size cap, deadline), parse (depth cap, normalised strings) and validate a JSON body."""
+    raw = await read_body(request, limits)
+    payload = check_body(parse_json(raw, limits) if raw else None, limits)
     try:
         return model.model_validate(payload)
     except PydanticValidationError as exc:
         message, param = _pydantic_message(exc)
         raise ValidationError(message, param=param) from exc
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body has been read: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.01)  # never spin, whatever the server sends
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` while watching the connection: when the client leaves first, ``work`` is cancelled
+    (the upstream call stops) and :class:`ClientDisconnectedError` (499) is raised."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientDisconnectedError("The client disconnected before the answer was ready.")
+    return task.result()
 
 
 def create_app(
@@ -105,10 +159,10 @@ def create_app(
         keys = KeyStore(svc.db, load_pepper(settings.home, gateway_config.key_pepper_env))
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await svc.start()
         try:
-            yield
+            yield {LIMITS_STATE: gateway_config.limits}  # read by gateway/server.py's HTTP protocol
         finally:
             await svc.aclose()
 
@@ -122,6 +176,7 @@ def create_app(
     )
     app.state.service = svc
     app.state.keys = keys
+    limits = gateway_config.limits
 
     @app.exception_handler(RouterForgeError)
     async def _rf_error(request: Request, exc: RouterForgeError) -> JSONResponse:
@@ -129,6 +184,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _query_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(exc, getattr(request.state, "request_id", None))
 
     @app.exception_handler(Exception)
@@ -174,8 +233,8 @@ def create_app(
         try:
             principal = await identify(request)
             await limit(principal)
-            return principal, await parse_body(request, body)
-        except RouterForgeError as exc:
+            return principal, await parse_body(request, body, limits)
+        except Exception as exc:  # logged here, answered by the one error handler
             await svc.log_refusal(principal, request_id, endpoint, exc)
             raise
 
@@ -185,7 +244,7 @@ def create_app(
         principal, req = await admit(request, request_id, "chat", ChatCompletionRequest)
         prep = await svc.prepare(principal, req, request_id)
         if not req.stream:
-            body = await svc.complete(prep)
+            body = await unless_disconnected(request, svc.complete(prep))
             headers = {MODEL_HEADER: body["model"], REQUEST_ID_HEADER: request_id}
             return Response(
                 json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers
@@ -214,14 +273,29 @@ def create_app(
             err = ValidationError(str(exc), param="prompt")
             await svc.log_refusal(principal, request_id, "route", err)
             raise err from exc
-        out = await svc.route(principal, body.model, text, explain=body.explain, request_id=request_id)
+        out = await svc.route(
+            principal, body.model, text, explain=body.explain, request_id=request_id, routing=body.routing
+        )
         out["request_id"] = request_id
         return JSONResponse(out, headers={MODEL_HEADER: out["model"], REQUEST_ID_HEADER: request_id})
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> JSONResponse:
         principal = await authenticate(request)
-        body = await parse_body(request, FeedbackRequest)
+        body = await parse_body(request, FeedbackRequest, limits)
+        check_request_id(body.request_id)
+        if body.labels and json_chars(body.labels) > limits.max_feedback_labels_chars:
+            raise ValidationError(
+                f"labels hold {json_chars(body.labels)} characters as JSON; this gateway accepts at most "
+                f"{limits.max_feedback_labels_chars}.",
+                param="labels",
+            )
+        if body.comment is not None and len(body.comment) > limits.max_feedback_comment_chars:
+            raise ValidationError(
+                f"comment has {len(body.comment)} characters; this gateway accepts at most "
+                f"{limits.max_feedback_comment_chars}.",
+                param="comment",
+            )
         out = await anyio.to_thread.run_sync(svc.request_log.rate_for, principal, body)
         return JSONResponse(out)
 
@@ -230,17 +304,20 @@ def create_app(
         request: Request, tenant: str | None = None, since: str | None = None, limit: int = 100
     ) -> JSONResponse:
         principal = await authenticate(request)
+        if limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}.", param="limit")
         since_dt = parse_since(since)
+        if tenant is not None:
+            check_name(tenant, "tenant")
         rows = await anyio.to_thread.run_sync(
-            lambda: svc.request_log.list_for(
-                principal, tenant=tenant, since=since_dt, limit=max(1, min(limit, 1000))
-            )
+            lambda: svc.request_log.list_for(principal, tenant=tenant, since=since_dt, limit=min(limit, 1000))
         )
         return JSONResponse({"object": "list", "data": json.loads(json.dumps(rows, default=str))})
 
     @app.get("/v1/logs/{request_id}")
     async def log_entry(request: Request, request_id: str) -> JSONResponse:
         principal = await authenticate(request)
+        check_request_id(request_id)
         row = await anyio.to_thread.run_sync(svc.request_log.find_for, principal, request_id)
         return JSONResponse(json.loads(json.dumps(row, default=str)))
 
@@ -253,6 +330,7 @@ def create_app(
         body: dict[str, Any] = {
             "ready": svc.ready,
             "routers_loaded": len(svc.routing.loaded),
+            "routers_failed": len(svc.routing.failed),  # named in the gateway's log, not to anonymous callers
             "models": len(gateway_config.models),
             "breakers": svc.pool.breaker_states(),
         }

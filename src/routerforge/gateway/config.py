@@ -21,7 +21,7 @@ tenants:
     daily_usd: 5
     monthly_usd: 100
     training_opt_out: true
-limits: {requests_per_minute: 600, max_prompt_chars: 200000, oversize: reject}
+limits: {requests_per_minute: 600, max_prompt_chars: 200000, oversize: reject, max_body_bytes: 1048576}
 counters: {backend: auto}      # auto | memory | sql | redis
 metrics: {access: admin, token_env: METRICS_TOKEN}   # /metrics: admin keys or this token; or access: open
 logging: {store_messages: true, redact: [api_key]}
@@ -34,7 +34,7 @@ import hmac
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -93,6 +93,12 @@ class PolicyConfig(_Strict):
         "default: the router's calibrated knob.",
     )
 
+    latency_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Score points per second of a model's mean latency, subtracted in the wtp/tolerance policies.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
         if self.knob is not None:
@@ -101,6 +107,17 @@ class PolicyConfig(_Strict):
             if not math.isfinite(self.knob) or self.knob < 0:
                 raise ValueError(f"the {self.kind} knob must be a finite number ≥ 0, got {self.knob}")
         return self
+
+
+class CascadeConfig(_Strict):
+    """A live cascade: try the candidates cheapest first, escalate while the verifier scores the answer
+    below ``threshold`` (non-streaming requests; see gateway/cascade.py)."""
+
+    verifier: Literal["numeric", "json", "nonempty"] = Field(
+        description="numeric: the answer holds a number; json: it parses; nonempty: not empty nor a refusal."
+    )
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    order: list[str] | None = Field(default=None, description="Order to try (default: cheapest first).")
 
 
 class SyntheticModelConfig(_Strict):
@@ -116,6 +133,33 @@ class SyntheticModelConfig(_Strict):
     tenant: str | None = Field(
         default=None, description="Only this tenant may use it (default: every tenant)."
     )
+    cascade: CascadeConfig | None = Field(default=None, description="Answer through a live cascade.")
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Ordered rules applied before the router (name, when, then); see docs/policies.md.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> SyntheticModelConfig:
+        from routerforge.policy.rules import RuleSet
+
+        try:
+            ruleset = RuleSet.parse(self.rules, origin=f"synthetic model {self.name!r} rules")
+            if self.models:
+                ruleset.check_models(self.models)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        if self.cascade is not None and self.cascade.order and self.models:
+            bad = [m for m in self.cascade.order if m not in self.models]
+            if bad:
+                raise ValueError(f"cascade.order names {bad}, which are not among models {self.models}")
+        return self
+
+    def ruleset(self) -> Any:
+        """The validated :class:`~routerforge.policy.rules.RuleSet` of this synthetic model."""
+        from routerforge.policy.rules import RuleSet
+
+        return RuleSet.parse(self.rules, origin=f"synthetic model {self.name!r} rules")
 
 
 class TenantConfig(_Strict):
@@ -127,9 +171,48 @@ class TenantConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
+    """What one request may hold and how long it may take to arrive (docs/gateway.md, Limits and security)."""
+
     requests_per_minute: int = Field(default=600, ge=1, description="Per API key, fixed one-minute windows.")
-    max_prompt_chars: int = Field(default=200_000, ge=1)
-    oversize: Literal["reject", "truncate"] = "reject"
+    max_prompt_chars: int = Field(
+        default=200_000,
+        ge=1,
+        description="Characters of a chat request (message text plus tools, other message fields and extra "
+        "fields, as JSON) or of a /v1/route prompt; checked before routing or embedding.",
+    )
+    oversize: Literal["reject", "truncate"] = Field(
+        default="reject",
+        description="Over max_prompt_chars: reject (400 context_length_exceeded), or truncate the message "
+        "text (oldest turns first; tools and extra fields are never cut).",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Request body bytes (Content-Length and the bytes read, chunked bodies included); over: 413.",
+    )
+    max_messages: int = Field(default=1000, ge=1, description="Messages in one chat or route request.")
+    max_json_depth: int = Field(default=64, ge=2, le=500, description="Nesting depth of a JSON request body.")
+    max_feedback_labels_chars: int = Field(
+        default=8192, ge=2, description="Feedback `labels`, measured as compact JSON."
+    )
+    max_feedback_comment_chars: int = Field(default=4000, ge=1, description="Feedback `comment`.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="The whole request body must arrive within this time; else 408."
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="routerforge serve: a request's headers must arrive within this time of its first byte "
+        "(or of the connection opening); else 408 and the connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="routerforge serve: request line plus headers; over: 431 and the connection is closed.",
+    )
+    idle_timeout_s: int = Field(
+        default=5, ge=1, description="routerforge serve: a kept-alive connection idle this long is closed."
+    )
     low_budget_fraction: float = Field(
         default=0.2,
         ge=0,
@@ -239,6 +322,7 @@ class GatewayConfig(_Strict):
         description="Env var with the API-key pepper (default: a 0600 file in the home directory).",
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:
         ids = [m.id for m in self.models]

@@ -89,6 +89,7 @@ class LogWriter:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.failed = 0
+        self.transactions = 0  # batches committed (written / transactions: the mean group-commit size)
 
     def start(self) -> None:
         if self._thread is None:
@@ -189,6 +190,7 @@ class LogWriter:
             try:
                 self.requests.write(prepared)
                 self.written += len(prepared)
+                self.transactions += 1
                 return {}
             except Exception:  # a database hiccup must not kill the writer thread: retry, then row by row
                 continue
@@ -197,6 +199,7 @@ class LogWriter:
             try:
                 self.requests.write([entry])
                 self.written += 1
+                self.transactions += 1
             except Exception as exc:
                 self.failed += 1
                 log.exception("could not write request log row %s", entry.id)

@@ -8,6 +8,7 @@ read so a caller always finds the request it has just made.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -160,19 +161,31 @@ class RequestLog:
         return self.query(tenant=scope, since=since, limit=limit)
 
 
+_RELATIVE = re.compile(r"([0-9]{1,12})([smhd])")
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def parse_since(value: str | None) -> dt.datetime | None:
-    """``2026-01-31``, an ISO timestamp, or a relative ``15m`` / ``2h`` / ``7d`` (naive UTC)."""
+    """``2026-01-31``, an ISO timestamp, or a relative ``15m`` / ``2h`` / ``7d`` (naive UTC). ASCII digits
+    only; a relative time before year 1 means "everything" (year 1)."""
     if not value:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].isdigit():
-        return utcnow() - dt.timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    relative = _RELATIVE.fullmatch(value)
+    if relative is not None:
+        seconds = int(relative.group(1)) * _SINCE_UNITS[relative.group(2)]
+        now = utcnow()
+        if seconds >= (now - dt.datetime.min).total_seconds():
+            return dt.datetime.min
+        return now - dt.timedelta(seconds=seconds)
+    shown = value[:40] + ("…" if len(value) > 40 else "")
     try:
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError) as exc:
         raise ValidationError(
-            f"Cannot read since={value!r}.", hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d."
+            f"Cannot read since={shown!r}.",
+            param="since",
+            hint="Use 2026-01-31, an ISO time, or 15m / 2h / 7d.",
         ) from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed

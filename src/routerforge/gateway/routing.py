@@ -19,6 +19,7 @@ imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -38,8 +39,10 @@ from routerforge.errors import (
     ValidationError,
 )
 from routerforge.gateway.batching import PredictBatcher
-from routerforge.gateway.config import GatewayConfig, RoutingConfig, SyntheticModelConfig
+from routerforge.gateway.config import CascadeConfig, GatewayConfig, RoutingConfig, SyntheticModelConfig
 from routerforge.policy import parse_router_model
+from routerforge.policy.decision import RoutingDecision
+from routerforge.policy.rules import RuleSet
 
 
 class LoadedRouter:
@@ -97,6 +100,19 @@ class Target:
     knob: float | None = None
     knob_source: str = "config"
     fallbacks: list[str] = field(default_factory=list)
+    rules: RuleSet | None = None
+    latency_weight: float = 0.0
+    cascade: CascadeConfig | None = None
+
+
+@dataclass(frozen=True)
+class RequestRouting:
+    """Per-request routing parameters (the ``routing`` object of a chat or route body), already validated."""
+
+    max_cost_usd: float | None = None
+    max_latency_ms: float | None = None
+    willingness_to_pay: float | None = None
+    models: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -141,7 +157,9 @@ class Routing:
         self._routers: dict[Path, LoadedRouter] = {}
         self._load_lock = threading.Lock()
         self._named = {s.name: s for s in config.synthetic_models}
+        self._rules = {s.name: s.ruleset() for s in config.synthetic_models}
         self._batchers: dict[int, PredictBatcher] = {}
+        self.failed: dict[str, str] = {}  # router dirs found by scanning that did not load: path -> error
 
     def batcher(self, router: LoadedRouter) -> PredictBatcher:
         """The micro-batcher (and worker thread) of ``router``."""
@@ -181,8 +199,10 @@ class Routing:
                             ImportError,
                             OSError,
                             ValueError,
-                        ):
-                            continue  # a broken dir must not stop the gateway; using it reports the error
+                            KeyError,
+                            TypeError,
+                        ) as exc:  # a broken dir must not stop the gateway; using it answers 503 (service)
+                            self.failed[str(d)] = str(exc)
         return loaded
 
     def _named_dir(self, syn: SyntheticModelConfig) -> Path:
@@ -234,7 +254,19 @@ class Routing:
             candidates = list(syn.models or router.models)
             self._check_models(name, candidates, router)
             pol = syn.policy
-            return Target(name, True, candidates, router, pol.kind, pol.knob, "config", list(syn.fallbacks))
+            return Target(
+                name,
+                True,
+                candidates,
+                router,
+                pol.kind,
+                pol.knob,
+                "config",
+                list(syn.fallbacks),
+                self._rules[name],
+                pol.latency_weight,
+                syn.cascade,
+            )
         readings = parse_router_model(name)
         for router_name, threshold in readings:
             directory = self._find_router_dir(tenant, router_name)
@@ -286,9 +318,12 @@ class Routing:
         fraction_left: float | None = None,
         allowed: Sequence[str] | None = None,
         scores: np.ndarray | None = None,
+        request: RequestRouting | None = None,
     ) -> Decision:
         """Choose a model for ``text`` through the router's decision engine. ``scores`` is the router's
-        :meth:`LoadedRouter.predict_many` row for it when already computed (the gateway batches them)."""
+        :meth:`LoadedRouter.predict_many` row for it when already computed (the gateway batches them);
+        ``request`` holds the caller's per-request routing parameters (they narrow, never widen, the
+        synthetic model's candidates; ``willingness_to_pay`` sets the wtp policy's λ)."""
         start = time.perf_counter()
         if not target.synthetic or target.router is None:
             model = target.candidates[0]
@@ -297,17 +332,38 @@ class Routing:
         router = target.router
         row = router.predict_many([text])[0] if scores is None else np.asarray(scores, dtype=np.float64)
         predicted, prices = router.split(row)
+        kind, knob, source = target.kind, target.knob, target.knob_source
+        candidates = list(target.candidates)
+        req = request or RequestRouting()
+        if req.models is not None:
+            unknown = [m for m in req.models if m not in candidates]
+            if unknown:
+                raise ValidationError(
+                    f"routing.models names {unknown}, which {target.requested!r} cannot route to.",
+                    hint=f"Its candidates: {', '.join(candidates)}.",
+                )
+            narrowed = [m for m in candidates if m in set(req.models)]
+            allowed = narrowed if allowed is None else [m for m in allowed if m in set(narrowed)]
+        if req.willingness_to_pay is not None:
+            kind, knob, source = "wtp", req.willingness_to_pay, "request"
         made = router.engine.decide(
             predicted,
             prices,
-            kind=target.kind,
-            knob=target.knob,
-            knob_source=target.knob_source,
-            candidates=target.candidates,
+            kind=kind,
+            knob=knob,
+            knob_source=source,
+            candidates=candidates,
             allowed=allowed,
             budget_fraction_left=fraction_left,
             low_budget_fraction=self.config.limits.low_budget_fraction,
+            text=text,
+            rules=target.rules,
+            max_cost_usd=req.max_cost_usd,
+            max_latency_ms=req.max_latency_ms,
+            latency_weight=target.latency_weight,
         )
+        if target.cascade is not None and made.policy != "rule":
+            made = self._cascade(target.cascade, made, prices, router)
         elapsed = (time.perf_counter() - start) * 1000
         return Decision(
             made.model,
@@ -317,11 +373,36 @@ class Routing:
             {m: round(v, 6) for m, v in made.predicted.items() if math.isfinite(v)},
             made.reason,
             elapsed,
-            self._chain(made.model, target),
+            self._chain(made.details.get("routed_choice", made.model), target),  # streams: no cascade
             float(made.details.get("budget_shift", 0.0)),
             details=dict(made.details),
             prices_usd=made.prices_usd,
         )
+
+    @staticmethod
+    def _cascade(
+        cascade: CascadeConfig, made: RoutingDecision, prices: np.ndarray, router: LoadedRouter
+    ) -> RoutingDecision:
+        """Turn a decision into a cascade plan over its usable candidates: the first step is the model the
+        request goes to (streaming requests stop there), the rest is in ``details["cascade"]``."""
+        usable = list(made.details.get("candidates") or [made.model])
+        if cascade.order:
+            order = [m for m in cascade.order if m in usable]
+        else:
+            price = {m: float(prices[router.models.index(m)]) for m in usable}
+            order = sorted(
+                usable, key=lambda m: (price[m] if np.isfinite(price[m]) else np.inf, usable.index(m))
+            )
+        details = {
+            **made.details,
+            "cascade": {"order": order, "verifier": cascade.verifier, "threshold": cascade.threshold},
+            "routed_choice": made.model,
+        }
+        reason = (
+            f"cascade {' → '.join(order)}: escalate while the {cascade.verifier} verifier scores below "
+            f"{cascade.threshold:g}"
+        )
+        return dataclasses.replace(made, model=order[0], policy="cascade", reason=reason, details=details)
 
     def _chain(self, first: str, target: Target) -> list[str]:
         """The chosen model, then the target's fallbacks, then the chosen model's own fallbacks."""

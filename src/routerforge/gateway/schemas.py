@@ -6,10 +6,16 @@ plain dicts on the hot path (see :func:`completion_body`) because that is cheape
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from routerforge.errors import ValidationError
+
+MAX_NAME_CHARS = 255  # a model or router name (also the longest file name on common filesystems)
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class ChatMessage(BaseModel):
@@ -19,18 +25,47 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_hold_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for part in value:
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a content part of type 'text' needs a string 'text'")
+        return value
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
 
 
+class RoutingParams(BaseModel):
+    """Per-request routing parameters (``routing`` in a chat or route body): they narrow what a synthetic
+    model may choose and never reach the upstream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cost_usd: float | None = Field(default=None, ge=0, description="Estimated USD for this request.")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="A model's mean latency, ms.")
+    willingness_to_pay: float | None = Field(
+        default=None, ge=0, description="λ of the wtp policy: quality points per USD."
+    )
+    models: list[ModelName] | None = Field(default=None, min_length=1, max_length=64)
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    n: int | None = Field(
+        default=None,
+        ge=1,
+        le=128,
+        description="Choices to generate (passed to the upstream; not with stream).",
+    )
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -41,6 +76,7 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    routing: RoutingParams | None = None
 
     @field_validator("messages")
     @classmethod
@@ -59,10 +95,11 @@ class ChatCompletionRequest(BaseModel):
 class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     explain: bool = Field(default=True, description="Include the router's explanation and neighbours.")
+    routing: RoutingParams | None = None
 
     def text(self) -> str:
         if self.prompt is not None:
@@ -75,10 +112,12 @@ class RouteRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1, max_length=128)
     rating: float = Field(ge=0, le=1, description="Quality of the answer in [0, 1].")
-    labels: dict[str, Any] = Field(default_factory=dict)
-    comment: str | None = Field(default=None, max_length=4000)
+    labels: dict[str, Any] = Field(
+        default_factory=dict, description="At most limits.max_feedback_labels_chars as JSON."
+    )
+    comment: str | None = Field(default=None, description="At most limits.max_feedback_comment_chars.")
 
 
 def content_text(content: Any) -> str:
@@ -102,16 +141,61 @@ def prompt_text(messages: list[dict[str, Any]]) -> str:
     return content_text(messages[-1].get("content")) if messages else ""
 
 
-def total_chars(messages: list[dict[str, Any]]) -> int:
-    return sum(len(content_text(m.get("content"))) for m in messages)
+def json_chars(value: Any) -> int:
+    """Characters of ``value`` as compact JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
 
 
-def has_images(messages: list[dict[str, Any]]) -> bool:
+def overhead_chars(req: ChatCompletionRequest, messages: list[dict[str, Any]]) -> int:
+    """Characters of a chat request besides its message text, as compact JSON: tools, response format,
+    extra fields, message fields other than ``role``/``content`` (tool calls, names, …) and non-text
+    content parts (images). They count toward ``max_prompt_chars`` and are never truncated."""
+    top = req.model_dump(
+        exclude={"model", "messages", "stream", "stream_options", "routing"}, exclude_none=True
+    )
+    total = json_chars(top) if top else 0
     for m in messages:
-        c = m.get("content")
-        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in c):
-            return True
-    return False
+        rest = {k: v for k, v in m.items() if k not in ("role", "content")}
+        if rest:
+            total += json_chars(rest)
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+            if parts:
+                total += json_chars(parts)
+    return total
+
+
+def limit_prompt(
+    messages: list[dict[str, Any]], max_chars: int, mode: str, overhead: int = 0
+) -> list[dict[str, Any]]:
+    """Apply the prompt-size limit to the message text plus ``overhead`` (:func:`overhead_chars`): reject,
+    or truncate the text (drop the oldest turns, then cut the last text)."""
+    text_chars = sum(len(content_text(m.get("content"))) for m in messages)
+    if text_chars + overhead <= max_chars:
+        return messages
+    if mode == "reject" or overhead >= max_chars:
+        raise ValidationError(
+            f"The prompt has {text_chars + overhead} characters ({text_chars} of message text, {overhead} "
+            f"of tools and other fields); this gateway accepts at most {max_chars}.",
+            hint="Shorten the messages (or ask the operator for limits.oversize: truncate).",
+            code="context_length_exceeded",
+        )
+    max_chars -= overhead
+    total = text_chars
+    out = [dict(m) for m in messages]
+    while total > max_chars:
+        droppable = [i for i, m in enumerate(out[:-1]) if m.get("role") != "system"]
+        if not droppable:
+            break
+        total -= len(content_text(out[droppable[0]].get("content")))
+        del out[droppable[0]]
+    if total > max_chars:
+        last = out[-1]
+        text = content_text(last.get("content"))
+        keep = max(0, len(text) - (total - max_chars))
+        last["content"] = text[:keep]
+    return out
 
 
 def usage_body(tokens_in: int | None, tokens_out: int | None) -> dict[str, int]:
@@ -128,43 +212,20 @@ def completion_body(
     tokens_in: int | None,
     tokens_out: int | None,
     message: dict[str, Any] | None = None,
-    created: int | None = None,
+    choices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A ``chat.completion`` body: one choice of ``message`` (or ``text``), or ``choices`` as given (``n`` > 1)."""
     msg = message if message is not None else {"role": "assistant", "content": text}
+    if choices is None:
+        choices = [{"index": 0, "message": msg, "finish_reason": finish_reason or "stop", "logprobs": None}]
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
-        "created": created or int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": msg, "finish_reason": finish_reason or "stop", "logprobs": None}],
-        "usage": usage_body(tokens_in, tokens_out),
-    }
-
-
-def chunk_body(
-    *,
-    request_id: str,
-    model: str,
-    created: int,
-    delta: dict[str, Any] | None,
-    finish_reason: str | None = None,
-    usage: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    choices = (
-        []
-        if delta is None
-        else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-    )
-    body: dict[str, Any] = {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion.chunk",
-        "created": created,
+        "created": int(time.time()),
         "model": model,
         "choices": choices,
+        "usage": usage_body(tokens_in, tokens_out),
     }
-    if usage is not None:
-        body["usage"] = usage
-    return body
 
 
 def error_body(

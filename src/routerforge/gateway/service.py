@@ -13,6 +13,7 @@ answer (the JSON body; for a stream, the final ``[DONE]``) is sent only after it
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -23,16 +24,25 @@ import anyio.to_thread
 
 from routerforge.backends.base import ChatRequest
 from routerforge.backends.fit import RequestNeeds, misfit
-from routerforge.backends.reliability import BreakerPolicy, ChainStream, RetryPolicy, UpstreamPool
+from routerforge.backends.reliability import (
+    BreakerPolicy,
+    ChainResult,
+    ChainStream,
+    RetryPolicy,
+    UpstreamPool,
+)
 from routerforge.config import Settings
 from routerforge.errors import (
+    ArtifactError,
     FallbackExhaustedError,
     RouterForgeError,
+    RouterUnavailableError,
     UpstreamError,
     ValidationError,
 )
 from routerforge.gateway.auth import Principal
 from routerforge.gateway.budgets import Budgets, BudgetState
+from routerforge.gateway.cascade import run_cascade
 from routerforge.gateway.config import GatewayConfig
 from routerforge.gateway.db import GatewayDB, utcnow
 from routerforge.gateway.logentry import UNKNOWN_TENANT, AttemptEntry, LogEntry
@@ -40,15 +50,19 @@ from routerforge.gateway.logwriter import LogWriter
 from routerforge.gateway.metrics import GatewayMetrics
 from routerforge.gateway.ratelimit import Counters, RateLimiter, build_counters
 from routerforge.gateway.requestlog import RequestLog
-from routerforge.gateway.routing import Decision, Routing
+from routerforge.gateway.routing import Decision, RequestRouting, Routing
 from routerforge.gateway.schemas import (
     ChatCompletionRequest,
+    RoutingParams,
     completion_body,
-    content_text,
     error_body,
+    limit_prompt,
+    overhead_chars,
     prompt_text,
 )
 from routerforge.gateway.sse import ChunkBodies
+
+log = logging.getLogger("routerforge.gateway")
 
 
 def new_request_id() -> str:
@@ -57,33 +71,7 @@ def new_request_id() -> str:
 
 
 def error_code(exc: BaseException) -> int:
-    return int(getattr(exc, "http_status", 500)) if isinstance(exc, RouterForgeError) else 500
-
-
-def limit_prompt(messages: list[dict[str, Any]], max_chars: int, mode: str) -> list[dict[str, Any]]:
-    """Apply the prompt-size limit: reject, or truncate (drop the oldest turns, then cut the last text)."""
-    total = sum(len(content_text(m.get("content"))) for m in messages)
-    if total <= max_chars:
-        return messages
-    if mode == "reject":
-        raise ValidationError(
-            f"The prompt has {total} characters; this gateway accepts at most {max_chars}.",
-            hint="Shorten the messages (or ask the operator for limits.oversize: truncate).",
-            code="context_length_exceeded",
-        )
-    out = [dict(m) for m in messages]
-    while total > max_chars:
-        droppable = [i for i, m in enumerate(out[:-1]) if m.get("role") != "system"]
-        if not droppable:
-            break
-        total -= len(content_text(out[droppable[0]].get("content")))
-        del out[droppable[0]]
-    if total > max_chars:
-        last = out[-1]
-        text = content_text(last.get("content"))
-        keep = max(0, len(text) - (total - max_chars))
-        last["content"] = text[:keep]
-    return out
+    return exc.http_status if isinstance(exc, RouterForgeError) else 500
 
 
 @dataclass
@@ -93,7 +81,6 @@ class Prepared:
     request_id: str
     principal: Principal
     request: ChatCompletionRequest
-    messages: list[dict[str, Any]]
     chat: ChatRequest
     decision: Decision
     budget: BudgetState | None
@@ -160,6 +147,8 @@ class GatewayService:
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self.routing.load_all)
+        for path, error in self.routing.failed.items():
+            log.warning("router directory %s is not served (requests for it answer 503): %s", path, error)
         if self.logs is not None:
             self.logs.start()
         self.ready = True
@@ -190,12 +179,17 @@ class GatewayService:
 
     # -- routing ------------------------------------------------------------------------------------
     async def _decide(
-        self, principal: Principal, model: str, text: str, needs: RequestNeeds | None
+        self,
+        principal: Principal,
+        model: str,
+        text: str,
+        needs: RequestNeeds | None,
+        routing: RoutingParams | None = None,
     ) -> tuple[Decision, BudgetState | None]:
         budget = (
             await self.budgets.check(principal.tenant) if self.budgets.has_budget(principal.tenant) else None
         )
-        target = self.routing.resolve(principal.tenant, model)
+        target = self._resolve(principal.tenant, model)
         allowed = None
         if needs is not None and target.synthetic:
             allowed = [m for m in target.candidates if misfit(self.pool.spec(m), needs) is None] or None
@@ -204,7 +198,12 @@ class GatewayService:
             start = time.perf_counter()
             scores = await self.routing.batcher(target.router).predict(text)
             decision = self.routing.decide(
-                target, text, fraction_left=fraction, allowed=allowed, scores=scores
+                target,
+                text,
+                fraction_left=fraction,
+                allowed=allowed,
+                scores=scores,
+                request=_request(routing),
             )
             decision.routing_ms = (time.perf_counter() - start) * 1000.0
             self.metrics.routing_latency.labels(model).observe(decision.routing_ms / 1000.0)
@@ -214,6 +213,19 @@ class GatewayService:
             self.metrics.budget_left.labels(principal.tenant).set(budget.usd_left)
         return decision, budget
 
+    def _resolve(self, tenant: str, model: str) -> Any:
+        """``routing.resolve``; a router directory that cannot be loaded answers 503 naming the router."""
+        try:
+            return self.routing.resolve(tenant, model)
+        except RouterUnavailableError:
+            raise
+        except (ArtifactError, OSError, ValueError, TypeError) as exc:
+            log.warning("router behind %r cannot be loaded: %s", model, exc)
+            raise RouterUnavailableError(
+                f"The router behind {model!r} is broken and cannot be loaded (the gateway's log says why).",
+                hint="The operator must retrain or re-import it (`routerforge router import`).",
+            ) from exc
+
     async def route(
         self,
         principal: Principal,
@@ -222,23 +234,36 @@ class GatewayService:
         *,
         explain: bool = True,
         request_id: str | None = None,
+        routing: RoutingParams | None = None,
     ) -> dict[str, Any]:
         """Route only (``POST /v1/route``): the decision, the predictions and the neighbours; no upstream call.
 
         With a ``request_id`` the call is written to the request log (endpoint ``route``), refusals included.
         """
         started = time.perf_counter()
+        limits = self.config.limits
         log = None
         if request_id is not None:
-            log = self._new_entry(request_id, principal, model, "route", prompt=text)
+            log = self._new_entry(request_id, principal, model, "route")
         try:
-            decision, budget = await self._decide(principal, model, text, None)
+            if len(text) > limits.max_prompt_chars:
+                if limits.oversize == "reject":  # refused before embedding; the prompt is not logged
+                    raise ValidationError(
+                        f"The prompt has {len(text)} characters; this gateway accepts at most "
+                        f"{limits.max_prompt_chars}.",
+                        param="prompt",
+                        code="context_length_exceeded",
+                    )
+                text = text[: limits.max_prompt_chars]
+            if log is not None:
+                log.prompt = text
+            decision, budget = await self._decide(principal, model, text, None, routing)
             out = decision.to_dict()
             out["budget_fraction_left"] = budget.fraction_left if budget else None
             out["explanation"] = None
             out["neighbours"] = []
             if explain and decision.synthetic_model is not None:
-                target = self.routing.resolve(principal.tenant, model)
+                target = self._resolve(principal.tenant, model)
                 if target.router is not None:
                     router = target.router
                     loop = asyncio.get_running_loop()
@@ -264,12 +289,22 @@ class GatewayService:
             request_id, principal, req.model, "chat", stream=req.stream, messages=raw_messages
         )
         try:
-            messages = limit_prompt(
-                raw_messages, self.config.limits.max_prompt_chars, self.config.limits.oversize
-            )
+            limits = self.config.limits
+            try:
+                overhead = overhead_chars(req, raw_messages)
+                messages = limit_prompt(raw_messages, limits.max_prompt_chars, limits.oversize, overhead)
+            except ValidationError:
+                log.messages = None  # an oversize request is logged without its payload
+                raise
             log.messages = messages
+            if req.n is not None and req.n > 1 and req.stream:
+                raise ValidationError(
+                    "n > 1 is not supported with stream: true.",
+                    param="n",
+                    hint="Ask for one choice per streamed request, or drop stream to get all n choices.",
+                )
             extra = req.extra_fields()
-            for key in ("top_p", "tool_choice", "user", "max_completion_tokens"):
+            for key in ("top_p", "tool_choice", "user", "max_completion_tokens", "n"):
                 value = getattr(req, key)
                 if value is not None:
                     extra[key] = value
@@ -286,15 +321,31 @@ class GatewayService:
             )
             text = prompt_text(messages)
             log.prompt = text
-            decision, budget = await self._decide(principal, req.model, text, RequestNeeds.of(chat))
+            decision, budget = await self._decide(
+                principal, req.model, text, RequestNeeds.of(chat), req.routing
+            )
         except BaseException as exc:
             self.metrics.requests.labels(req.model, "", str(error_code(exc))).inc()
             await self._finish_log(log, started, status=error_code(exc), error=str(exc))
             raise
         _log_decision(log, decision)
-        return Prepared(request_id, principal, req, messages, chat, decision, budget, started, log)
+        return Prepared(request_id, principal, req, chat, decision, budget, started, log)
 
     # -- chat ---------------------------------------------------------------------------------------
+    async def _call(self, prep: Prepared) -> ChainResult:
+        """The upstream call of a non-streaming request: the fallback chain, or a live cascade when the
+        decision planned one (its steps go into the log's decision details)."""
+        plan = prep.decision.details.get("cascade")
+        if not plan:
+            return await self.pool.complete(prep.decision.chain, prep.chat)
+        chain, steps = await run_cascade(
+            self.pool, prep.chat, plan["order"], plan["verifier"], float(plan["threshold"])
+        )
+        prep.decision.details["cascade_steps"] = steps
+        if prep.log.decision is not None:
+            prep.log.decision["cascade_steps"] = _jsonable(steps)
+        return chain
+
     async def complete(self, prep: Prepared) -> dict[str, Any]:
         """Call the chain; returns the OpenAI ``chat.completion`` body. The log row is written in all cases."""
         status: int = 500
@@ -302,9 +353,10 @@ class GatewayService:
         attempts: list[Any] = []
         try:
             try:
-                chain = await self.pool.complete(prep.decision.chain, prep.chat)
+                chain = await self._call(prep)
             except FallbackExhaustedError as exc:
                 attempts = exc.attempts
+                _as_client_fault(exc)
                 raise
             attempts = chain.attempts
             res = chain.result
@@ -317,6 +369,7 @@ class GatewayService:
                 and isinstance(raw_choices[0].get("message"), dict)
             ):
                 message = raw_choices[0]["message"]
+            choices = _all_choices(raw_choices, prep.request.n)
             body = completion_body(
                 request_id=prep.request_id,
                 model=model,
@@ -325,6 +378,7 @@ class GatewayService:
                 tokens_in=res.tokens_in,
                 tokens_out=res.tokens_out,
                 message=message,
+                choices=choices,
             )
             await self._account(prep, model, res.tokens_in, res.tokens_out, res.cost_usd)
             prep.log.answered_model = model
@@ -332,6 +386,9 @@ class GatewayService:
             prep.log.usage_estimated = chain.usage_estimated
             status, error = 200, None
             return body
+        except asyncio.CancelledError:  # the client went away (the app cancels): the upstream call stops
+            status, error = 499, "client disconnected"
+            raise
         except BaseException as exc:
             status, error = error_code(exc), str(exc) or type(exc).__name__
             raise
@@ -339,7 +396,7 @@ class GatewayService:
             self._record_attempts(prep, attempts)
             self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
             prep.logged = True
-            await self._finish_log(prep.log, prep.started, status=status, error=error)
+            await self._finish_log(prep.log, prep.started, status=status, error=error, wait=status != 499)
 
     async def open_stream(self, prep: Prepared) -> ChainStream:
         """Start the upstream stream (falls back until the first content arrives)."""
@@ -347,6 +404,8 @@ class GatewayService:
             return await self.pool.open_stream(prep.decision.chain, prep.chat)
         except BaseException as exc:
             attempts = exc.attempts if isinstance(exc, FallbackExhaustedError) else []
+            if isinstance(exc, FallbackExhaustedError):
+                _as_client_fault(exc)
             self._record_attempts(prep, attempts)
             self.metrics.requests.labels(prep.request.model, prep.decision.model, str(error_code(exc))).inc()
             prep.logged = True
@@ -476,13 +535,16 @@ class GatewayService:
             self.metrics.log_queue_rows.set(self.logs.written)
 
     async def log_refusal(
-        self, principal: Principal | None, request_id: str, endpoint: str, exc: RouterForgeError
+        self, principal: Principal | None, request_id: str, endpoint: str, exc: Exception
     ) -> None:
         """Log a request refused before routing: no or an invalid key (``principal`` ``None``), rate limit,
         or a body that does not parse. The presented key is never logged."""
         entry = self._new_entry(request_id, principal, "", endpoint)
-        self.metrics.requests.labels("", "", str(exc.http_status)).inc()
-        await self._finish_log(entry, time.perf_counter(), status=exc.http_status, error=str(exc))
+        status = error_code(exc)
+        self.metrics.requests.labels("", "", str(status)).inc()
+        await self._finish_log(
+            entry, time.perf_counter(), status=status, error=str(exc) or type(exc).__name__
+        )
 
     @property
     def request_log(self) -> RequestLog:
@@ -501,6 +563,42 @@ def _log_decision(entry: LogEntry, decision: Decision) -> None:
     entry.reason = decision.reason
     entry.knob = decision.to_dict()["knob"]
     entry.routing_ms = decision.routing_ms
+    if decision.synthetic_model is not None:
+        entry.decision = _jsonable({"prices_usd": decision.prices_usd, **decision.details})
+
+
+def _as_client_fault(exc: FallbackExhaustedError) -> None:
+    """When every upstream that was tried refused the request itself (HTTP 400/413/422: a value the
+    client chose, such as an absurd ``max_tokens``), the answer is a 400, not a 502 (marked on ``exc``)."""
+    codes = [a.status_code for a in exc.attempts if a.status == "error"]
+    if exc.http_status == 502 and codes and all(c in (400, 413, 422) for c in codes):
+        exc.http_status = 400
+        exc.error_type = "invalid_request_error"
+        exc.code = "upstream_rejected"
+
+
+def _all_choices(raw_choices: Any, n: int | None) -> list[dict[str, Any]] | None:
+    """Every choice of the upstream's answer when the request asked for ``n`` > 1 (else ``None``: one)."""
+    if n is None or n < 2 or not isinstance(raw_choices, list):
+        return None
+    out = []
+    for i, c in enumerate(raw_choices):
+        if isinstance(c, dict) and isinstance(c.get("message"), dict):
+            finish = c.get("finish_reason") or "stop"
+            out.append({"index": i, "message": c["message"], "finish_reason": finish, "logprobs": None})
+    return out or None
+
+
+def _request(routing: RoutingParams | None) -> RequestRouting | None:
+    """The validated ``routing`` body field as the routing layer's plain parameters."""
+    if routing is None:
+        return None
+    return RequestRouting(
+        max_cost_usd=routing.max_cost_usd,
+        max_latency_ms=routing.max_latency_ms,
+        willingness_to_pay=routing.willingness_to_pay,
+        models=None if routing.models is None else tuple(routing.models),
+    )
 
 
 def _jsonable(value: Any) -> Any:

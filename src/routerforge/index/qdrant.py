@@ -68,9 +68,10 @@ class QdrantIndex:
         self.hnsw_ef = hnsw_ef
         loc = str(location)
         self.location = loc
+        self._remote = loc.startswith(("http://", "https://"))
         if loc == ":memory:":
             self._client = QdrantClient(location=":memory:")
-        elif loc.startswith(("http://", "https://")):
+        elif self._remote:
             self._client = QdrantClient(
                 url=loc,
                 api_key=api_key,
@@ -216,10 +217,10 @@ class QdrantIndex:
             assert sparse is not None
             vector = qm.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
             return qm.QueryRequest(query=vector, using=SPARSE_VECTOR, limit=limit, with_payload=with_payload)
-        params = None
-        if self.exact:
+        params = None  # local mode always searches exhaustively (and warns about search params)
+        if self._remote and self.exact:
             params = qm.SearchParams(exact=True)
-        elif self.hnsw_ef:
+        elif self._remote and self.hnsw_ef:
             params = qm.SearchParams(hnsw_ef=self.hnsw_ef)
         return qm.QueryRequest(
             query=dense.tolist(), using=DENSE_VECTOR, limit=limit, with_payload=with_payload, params=params

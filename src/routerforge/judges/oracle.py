@@ -1,19 +1,23 @@
-"""The 9-cell oracle matrix: labels for policy routers from how a medium and a large model did.
+"""The 9-cell oracle matrix: policy labels from how a medium and a large model did on a prompt.
 
 Rows: the medium (cheaper) model's outcome; columns: the large model's. Each outcome is ``correct``,
-``incorrect`` or ``dont_know``. The label says which policy the prompt needs:
+``incorrect`` or ``dont_know`` (the judge's ``dont_know`` verdict: the answer declined, see
+``judges/extract.is_dont_know``; eval records carry it as the tag ``verdict:dont_know``). The label
+names the policy the prompt needs:
 
-================  =========  =========  ===========
-medium \\ large    correct    incorrect  dont_know
-================  =========  =========  ===========
-correct           Standard   Standard   Standard
-incorrect         Complex    Ambiguous  Ambiguous
-dont_know         Complex    Ambiguous  Ambiguous
-================  =========  =========  ===========
+================  ===============  ===============  ===============
+medium \\ large    correct          incorrect        dont_know
+================  ===============  ===============  ===============
+correct           Standard_Query   Standard_Query   Ambiguous_Query
+incorrect         Complex_Query    Ambiguous_Query  Ambiguous_Query
+dont_know         Complex_Query    Ambiguous_Query  Ambiguous_Query
+================  ===============  ===============  ===============
 
-The medium model answering right means the cheap policy is enough (Standard); only the large model
-answering right means the prompt needs it (Complex); neither answering right means the prompt is
-unclear or unanswerable for both (Ambiguous). Pass ``matrix`` to use other labels.
+The scheme (issue 13): both correct → ``Standard_Query``; medium wrong or unsure but large correct →
+``Complex_Query`` (escalate); large unsure → ``Ambiguous_Query`` (clarify), whatever the medium did.
+The three cells the scheme leaves open follow its intent: medium correct and large wrong → Standard
+(escalating would hurt), both wrong or medium unsure and large wrong → Ambiguous (no model answers it,
+escalation does not help). Pass ``matrix`` to use other labels.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ Outcome = Literal["correct", "incorrect", "dont_know"]
 PolicyLabel = str
 OUTCOMES: tuple[Outcome, ...] = ("correct", "incorrect", "dont_know")
 
+STANDARD, COMPLEX, AMBIGUOUS = "Standard_Query", "Complex_Query", "Ambiguous_Query"
+
 ORACLE_MATRIX: dict[tuple[Outcome, Outcome], PolicyLabel] = {
-    ("correct", "correct"): "Standard",
-    ("correct", "incorrect"): "Standard",
-    ("correct", "dont_know"): "Standard",
-    ("incorrect", "correct"): "Complex",
-    ("incorrect", "incorrect"): "Ambiguous",
-    ("incorrect", "dont_know"): "Ambiguous",
-    ("dont_know", "correct"): "Complex",
-    ("dont_know", "incorrect"): "Ambiguous",
-    ("dont_know", "dont_know"): "Ambiguous",
+    ("correct", "correct"): STANDARD,
+    ("correct", "incorrect"): STANDARD,
+    ("correct", "dont_know"): AMBIGUOUS,
+    ("incorrect", "correct"): COMPLEX,
+    ("incorrect", "incorrect"): AMBIGUOUS,
+    ("incorrect", "dont_know"): AMBIGUOUS,
+    ("dont_know", "correct"): COMPLEX,
+    ("dont_know", "incorrect"): AMBIGUOUS,
+    ("dont_know", "dont_know"): AMBIGUOUS,
 }
 
 
@@ -75,3 +81,11 @@ def oracle_labels(
     if len(medium) != len(large):
         raise ValidationError(f"{len(medium)} medium outcomes but {len(large)} large ones.")
     return [oracle_label(m, g, matrix=matrix) for m, g in zip(medium, large, strict=True)]
+
+
+def outcome_from_tags(tags: list[str] | None, score: float | None, *, threshold: float = 0.5) -> Outcome:
+    """The outcome of one eval record: its ``verdict:<label>`` tag when there is one, else its score."""
+    label = next((t.split(":", 1)[1] for t in tags or [] if t.startswith("verdict:")), None)
+    if label not in OUTCOMES:
+        label = None
+    return outcome_of(label, score, threshold=threshold)

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
+import routerforge.gateway.db  # noqa: F401  (declares the gateway's tables on Base, for autogenerate)
 from routerforge.data.schema import Base
-
-# Import the other table modules so autogenerate sees every table (each is optional).
-for _module in ("routerforge.gateway.db", "routerforge.evalrun.db"):
-    with contextlib.suppress(ImportError):
-        importlib.import_module(_module)
 
 config = context.config
 target_metadata = Base.metadata

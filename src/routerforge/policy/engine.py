@@ -28,6 +28,7 @@ from routerforge.policy.binary import strong_probability
 from routerforge.policy.choice import choose_tolerance, choose_wtp
 from routerforge.policy.decision import RoutingDecision
 from routerforge.policy.pricing import PriceEstimator
+from routerforge.policy.rules import RuleSet
 
 PolicyKind = Literal["threshold", "wtp", "tolerance"]
 POLICY_KINDS: tuple[str, ...] = ("threshold", "wtp", "tolerance")
@@ -111,11 +112,13 @@ class DecisionEngine:
         mean_scores: Mapping[str, float] | None = None,
         prices: PriceEstimator | None = None,
         calibration: Mapping[str, Any] | None = None,
+        latency_ms: Mapping[str, float] | None = None,
     ) -> None:
         self.models = list(models)
         self.mean_scores = {m: float(v) for m, v in (mean_scores or {}).items()}
         self.prices = prices or PriceEstimator(self.models)
         self.calibration = dict(calibration or {})
+        self.latency_ms = {m: float(v) for m, v in (latency_ms or {}).items() if np.isfinite(v)}
 
     # -- pairs and policies ---------------------------------------------------------------------------
     def pair(self, candidates: Sequence[str] | None = None) -> tuple[str, str]:
@@ -201,6 +204,35 @@ class DecisionEngine:
             idx = choose_tolerance(sub_pred, sub_prices, policy.knob)
         return np.asarray(cols, dtype=np.int64)[idx]
 
+    def choose_ruled(
+        self,
+        predicted: np.ndarray,
+        prices: np.ndarray | None,
+        policy: Policy,
+        outcomes: Sequence[Any] | None,
+    ) -> np.ndarray:
+        """:meth:`choose` with per-prompt rule outcomes (``RuleSet.apply`` per row, ``None`` = no rules):
+        prompts a rule routes keep that model, prompts with restricted candidates or a rule's policy are
+        chosen among those candidates with that policy. Rows are grouped by outcome, so it stays vectorised."""
+        idx = self.choose(predicted, prices, policy)
+        if not outcomes:
+            return idx
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, out in enumerate(outcomes):
+            if out is not None and out.fired:
+                groups.setdefault(out.key(), []).append(i)
+        pred = np.atleast_2d(predicted)
+        for key, rows in groups.items():
+            model, cands, kind, knob = key
+            r = np.asarray(rows, dtype=np.int64)
+            if model is not None:
+                idx[r] = self.models.index(model)
+                continue
+            pol = policy if kind is None else self.policy(kind, knob, source="rule")
+            sub_prices = None if prices is None else np.atleast_2d(prices)[r]
+            idx[r] = self.choose(pred[r], sub_prices, pol, list(cands) or None)
+        return idx
+
     def p_strong(self, predicted: np.ndarray, candidates: Sequence[str] | None = None) -> np.ndarray:
         """P(strong needed) per row for the pair among ``candidates``."""
         strong, weak = self.pair(candidates)
@@ -221,27 +253,79 @@ class DecisionEngine:
         allowed: Sequence[str] | None = None,
         budget_fraction_left: float | None = None,
         low_budget_fraction: float = 0.2,
+        text: str | None = None,
+        rules: RuleSet | None = None,
+        max_cost_usd: float | None = None,
+        max_latency_ms: float | None = None,
+        latency_weight: float = 0.0,
     ) -> RoutingDecision:
-        """The decision for one prompt. ``allowed`` narrows the candidates (request needs, constraints);
-        the policy is resolved on the full candidate list so the calibrated knob still applies."""
+        """The decision for one prompt.
+
+        Order: the ``rules`` (on ``text``; a rule may pick the model outright, restrict the candidates or set
+        the policy), then the hard constraints — ``allowed`` (request needs), ``max_cost_usd`` (estimated
+        price of this prompt), ``max_latency_ms`` (the model's mean latency; models with unknown latency
+        stay) — then the policy, resolved on the full candidate list so the calibrated knob still applies,
+        shifted toward cheaper models when the budget runs low. ``latency_weight`` (score points per second
+        of mean latency) makes latency a term of the ``wtp`` and ``tolerance`` policies.
+        """
         names = self.check_models(candidates) if candidates is not None else list(self.models)
-        pol = self.policy(kind, knob, candidates=names, source=knob_source)
-        usable = [m for m in names if allowed is None or m in set(allowed)]
-        if not usable:
-            raise ValidationError(
-                "No candidate model fits this request.",
-                hint=f"Candidates: {', '.join(names)}; check the request's needs (tools, context size).",
-            )
         pred = np.asarray(predicted_row, dtype=np.float64).reshape(1, -1)
         price = None if prices_row is None else np.asarray(prices_row, dtype=np.float64).reshape(1, -1)
+        details: dict[str, Any] = {}
+        outcome = rules.apply(text or "", names) if rules is not None and len(rules) else None
+        if outcome is not None and outcome.fired:
+            details["rules"] = list(outcome.fired)
+            if outcome.model is not None:
+                chosen = outcome.model
+                return RoutingDecision(
+                    model=chosen,
+                    policy="rule",
+                    knob=float("nan"),
+                    predicted={m: float(pred[0, self.models.index(m)]) for m in names},
+                    reason=f"rule {outcome.fired[-1]!r} routes to {chosen}",
+                    prices_usd=self._price_map(price, names),
+                    details={**details, "candidates": names, "knob_source": "rule"},
+                )
+            if outcome.policy is not None:
+                kind, knob, knob_source = outcome.policy, outcome.knob, "rule"
+        pol = self.policy(kind, knob, candidates=names, source=knob_source)
+        usable = list(outcome.candidates) if outcome is not None and outcome.candidates is not None else names
+        excluded: dict[str, str] = {}
+        if allowed is not None:
+            keep = set(allowed)
+            excluded.update({m: "does not fit the request" for m in usable if m not in keep})
+        if max_cost_usd is not None and price is not None:
+            for m in usable:
+                p = float(price[0, self.models.index(m)])
+                if np.isfinite(p) and p > max_cost_usd:
+                    excluded.setdefault(m, f"estimated ${p:.6f} > max_cost_usd {max_cost_usd:g}")
+        if max_latency_ms is not None:
+            for m in usable:
+                lat = self.latency_ms.get(m)
+                if lat is not None and lat > max_latency_ms:
+                    excluded.setdefault(m, f"mean latency {lat:.0f} ms > max_latency_ms {max_latency_ms:g}")
+        usable = [m for m in usable if m not in excluded]
+        if excluded:
+            details["excluded"] = excluded
+        if not usable:
+            raise ValidationError(
+                "No candidate model satisfies this request's constraints.",
+                hint="; ".join(f"{m}: {why}" for m, why in excluded.items())
+                or f"Candidates: {', '.join(names)}.",
+            )
         cand_prices = price[0, [self.models.index(m) for m in usable]] if price is not None else np.array([])
         shift = shift_amount(budget_fraction_left, low_budget_fraction)
         used = Policy(pol.kind, shift_knob(pol.kind, pol.knob, shift, cand_prices), pol.source)
         scores = {m: float(pred[0, self.models.index(m)]) for m in usable}
-        details: dict[str, Any] = {"candidates": usable, "knob_source": pol.source}
+        details.update(candidates=usable, knob_source=pol.source)
         if shift > 0:
             details.update(budget_shift=shift, knob_before_shift=pol.knob)
-        j = int(self.choose(pred, price, used, usable)[0])
+        effective = pred
+        if latency_weight and used.kind != "threshold":
+            lat_s = np.array([self.latency_ms.get(m, 0.0) for m in self.models]) / 1000.0
+            effective = pred - latency_weight * lat_s[None, :]
+            details["latency_weight"] = latency_weight
+        j = int(self.choose(effective, price, used, usable)[0])
         chosen = self.models[j]
         if len(usable) == 1:
             reason = "only one candidate fits the request"
@@ -261,21 +345,25 @@ class DecisionEngine:
             reason = (
                 f"cheapest model predicted within {used.knob:.3g} of the best ({max(scores.values()):.3f})"
             )
+        if details.get("rules"):
+            reason += f"; rules fired: {', '.join(details['rules'])}"
         if shift > 0:
             reason += f"; budget low ({budget_fraction_left:.0%} left): knob shifted from {pol.knob:.4g}"
-        price_map = None
-        if price is not None:
-            price_map = {m: float(price[0, self.models.index(m)]) for m in usable}
-            price_map = {m: v for m, v in price_map.items() if np.isfinite(v)} or None
         return RoutingDecision(
             model=chosen,
             policy=used.kind,
             knob=used.knob,
             predicted=scores,
             reason=reason,
-            prices_usd=price_map,
+            prices_usd=self._price_map(price, usable),
             details=details,
         )
+
+    def _price_map(self, price: np.ndarray | None, names: Sequence[str]) -> dict[str, float] | None:
+        if price is None:
+            return None
+        out = {m: float(price[0, self.models.index(m)]) for m in names}
+        return {m: v for m, v in out.items() if np.isfinite(v)} or None
 
 
 def _check_knob(kind: str, knob: float) -> float:

@@ -38,6 +38,7 @@ import numpy as np
 
 from routerforge.config import EmbedSettings, IndexSettings, Settings
 from routerforge.errors import ArtifactError, ValidationError
+from routerforge.files import make_private_tree, private_dir
 from routerforge.policy.decision import RoutingDecision
 from routerforge.policy.engine import DecisionEngine
 from routerforge.policy.pricing import PriceEstimator
@@ -91,6 +92,7 @@ class TrainedRouter:
             mean_scores=self.manifest.get("mean_scores") or {},
             prices=prices or PriceEstimator(models),
             calibration=calibration,
+            latency_ms=self.manifest.get("mean_latency_ms") or {},
         )
 
     @property
@@ -138,10 +140,11 @@ class TrainedRouter:
     def explain(self, text: str) -> Explanation:
         return self.router.explain(self.batch([text]))
 
-    def decide(self, text: str, **policy: Any) -> RoutingDecision:
-        """The decision for one prompt (keyword arguments: see :meth:`DecisionEngine.decide`)."""
-        predicted, prices = self.score([text])
-        return self.engine.decide(predicted[0], prices[0], **policy)
+    def decide(self, prompt: str, **policy: Any) -> RoutingDecision:
+        """The decision for one prompt (keyword arguments: see :meth:`DecisionEngine.decide`; rules see the
+        prompt's text)."""
+        predicted, prices = self.score([prompt])
+        return self.engine.decide(predicted[0], prices[0], **{"text": prompt, **policy})
 
     # -- the directory --------------------------------------------------------------------------------
     def seen(self) -> set[str]:
@@ -161,8 +164,7 @@ class TrainedRouter:
         settings given at load or train time are used, else only the embedder id is recorded and ``load``
         needs ``embedder=``.
         """
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = private_dir(Path(directory))
         settings = embedder_settings or self.embed_settings
         self.router.save(out)
         doc = {
@@ -181,6 +183,7 @@ class TrainedRouter:
             "format_version": MANIFEST_FORMAT_VERSION,
             "models": self.models,
             "mean_scores": self.engine.mean_scores,
+            "mean_latency_ms": self.engine.latency_ms,
             "prices": self.prices.to_dict(),
             "router": self.router.name,
         }
@@ -224,6 +227,7 @@ class TrainedRouter:
         from routerforge.embed.factory import build_embedder
         from routerforge.embed.sparse import Bm25Encoder
         from routerforge.embed.text import BoilerplateStripper
+        from routerforge.embed.trust import check_archive_embedder
         from routerforge.routers.registry import load_router
 
         if isinstance(cache_dir, Settings):
@@ -263,11 +267,8 @@ class TrainedRouter:
                     f"{path} was trained with embedder {doc.get('embedder_id')!r}, whose settings were not recorded.",
                     hint="Pass the same embedder: TrainedRouter.load(dir, embedder=...).",
                 )
-            use = embed_settings
-            if settings is not None and settings.embed.api_key is not None:
-                same = (settings.embed.provider, settings.embed.url) == (use.provider, use.url)
-                if same:
-                    use = use.model_copy(update={"api_key": settings.embed.api_key})
+            # the directory may come from someone else: its embedder never chooses where prompts go
+            use = check_archive_embedder(embed_settings, settings.embed if settings else EmbedSettings())
             if embed_overrides:
                 use = use.model_copy(update=dict(embed_overrides))
             embedder = build_embedder(use, cache_dir=cache_dir)
@@ -384,6 +385,9 @@ def train_router(
     dense, vectors = encode(
         train.prompts, embedder, sparse=sparse, progress=progress, stripper=stripper, bm25=bm25
     )
+    router.set_model_outcomes(train.costs, train.latencies)
+    if extra := router.auxiliary_texts():  # e.g. a semantic router's utterances, embedded like the prompts
+        router.set_auxiliary_vectors(encode(extra, embedder, sparse=False, stripper=stripper)[0])
     router.fit(
         PromptBatch(texts=list(train.prompts), dense=dense, sparse=vectors), train.scores, train.models
     )
@@ -396,6 +400,7 @@ def train_router(
         "split": split,
         "n_train": int(train.n_prompts),
         "mean_scores": {m: float(v) for m, v in zip(train.models, means, strict=True) if np.isfinite(v)},
+        "mean_latency_ms": train.mean_latency_ms(),
         "params": router.get_params(),
         "index_name": index_name,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -439,7 +444,7 @@ class _replacing_dir:
             shutil.rmtree(old, ignore_errors=True)
             self.target.rename(old)
         self.tmp.rename(self.target)
-        os.chmod(self.target, 0o700)
+        make_private_tree(self.target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 

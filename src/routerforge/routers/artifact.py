@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import numpy as np
 
 from routerforge.errors import ArtifactError
+from routerforge.files import private_dir
 
 ROUTER_FORMAT_VERSION = 1
 
@@ -56,7 +57,7 @@ _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def write_router(router: Saveable, directory: Path) -> Path:
     """Save a fitted router into ``directory`` (created if needed); returns ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     arrays = router._state_arrays()
     for name, arr in arrays.items():
         if not _ARRAY_NAME.match(name):

@@ -125,6 +125,21 @@ class Router(ABC):
         """Where a router that keeps a vector index builds it (``index`` settings; ``name`` names a Qdrant
         collection). Called by the training pipeline before ``fit``; routers without an index ignore it."""
 
+    def auxiliary_texts(self) -> list[str]:
+        """Texts besides the prompts that this router needs as vectors (``semantic``: its route utterances).
+        The training pipeline embeds them like the prompts and passes them to :meth:`set_auxiliary_vectors`
+        before ``fit``; most routers need none."""
+        return []
+
+    def set_auxiliary_vectors(self, dense: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Receive the dense vectors of :meth:`auxiliary_texts` (same embedder as the prompts)."""
+
+    def set_model_outcomes(  # noqa: B027 - optional hook
+        self, costs_usd: np.ndarray | None, latency_ms: np.ndarray | None
+    ) -> None:
+        """Receive the recorded cost and latency of each (training prompt, model) — ``(n, m)``, NaN when
+        unknown — before ``fit``; only routers that rank models by them (``cluster`` with ``weights``) keep them."""
+
     def uses_sparse(self) -> bool:
         """True when this router reads the sparse (BM25) vectors of a batch; callers may skip them otherwise."""
         return False

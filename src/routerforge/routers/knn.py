@@ -19,8 +19,9 @@ How a prediction is made (origin: Pulze's v1 knn router; RouteLLM's kNN baseline
    estimate fills models they lack. ``duplicates="neighbour"``: treat them like any neighbour.
 
 Dense search is exact by default (``exact=True``: a deterministic scan, ~1 ms per query on 10,000
-prompts); ``exact=False`` builds an HNSW graph at fit time (faster on very large sets, ~97 % recall at
-k=100, and the graph — hence the neighbours — can differ between two fits).
+prompts); ``exact=False`` builds an HNSW graph at fit and load time (faster on very large sets, ~97 %
+recall at k=100, and the graph — hence the neighbours — can differ between two builds, so between a fitted
+router and the same router loaded back).
 
 The router works without sparse vectors: fitted on a dense-only batch it behaves as ``mode="dense"``,
 and a hybrid router asked about a dense-only batch queries dense only.
@@ -40,6 +41,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -213,10 +215,8 @@ class KnnRouter(Router):
         if self.sparse_ is None:
             return None
         indptr, indices, values = self.sparse_
-        return [
-            SparseVector(indices[a:b].tolist(), values[a:b].tolist())
-            for a, b in zip(indptr[:-1].tolist(), indptr[1:].tolist(), strict=True)
-        ]
+        ind, val, bounds = indices.tolist(), values.tolist(), indptr.tolist()  # one conversion, then slices
+        return [SparseVector(ind[a:b], val[a:b]) for a, b in pairwise(bounds)]
 
     def _text(self, pos: int) -> str:
         start, end = self.text_offsets_[pos], self.text_offsets_[pos + 1]

@@ -12,7 +12,10 @@ split of the training prompts, seeded):
   (``w2ᵀ(v_M ⊙ b)`` acts as a per-model bias, so absolute levels are learnt);
 * ``mode="pairwise"`` (RouteLLM's own training): for two models with different scores on a prompt,
   σ(δ(A, q) − δ(B, q)) ≈ P(A beats B); ties are skipped (``tie_weight=0``) or count as half a win each
-  with weight ``tie_weight``.
+  with weight ``tie_weight``. Only the observed comparisons are kept (see
+  :mod:`routerforge.routers.pairs`), so pairwise battles (one row per battle, two scored models:
+  ``routerforge data import --format battles``) train it on exactly the file's battles, at a memory
+  cost that grows with the battles, not with rows × model pairs.
 
 Predicted scores. Pointwise: σ(δ). Pairwise training only identifies differences, so the win
 probabilities are turned into scores with the identity that holds for independent outcomes with ties
@@ -23,6 +26,7 @@ uses) is exactly the ranking of δ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,7 @@ from routerforge.routers.optim import (
     sigmoid,
     text_groups,
 )
+from routerforge.routers.pairs import observed_pairs, row_starts, take_rows
 from routerforge.routers.registry import register_router
 
 MODES = ("pointwise", "pairwise")
@@ -51,29 +56,41 @@ def mf_logits(Q: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-def pair_targets(S: np.ndarray, tie_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Upper-triangle model pairs (iu, ju), target (1 / 0 / ½ for ties) and weight per prompt × pair."""
-    m = S.shape[1]
-    iu, ju = np.triu_indices(m, k=1)
-    diff = S[:, iu] - S[:, ju]
-    observed = ~np.isnan(diff)
-    diff = np.nan_to_num(diff, nan=0.0)
-    T = (diff > 0).astype(np.float64) + 0.5 * (diff == 0)
-    W = observed * np.where(diff == 0, tie_weight, 1.0)
-    return iu, ju, T, W
+@dataclass(frozen=True)
+class Comparisons:
+    """The weighted comparisons of a score matrix, sorted by row: model ``i`` vs ``j`` on ``rows``, target
+    P(i beats j) (1 / 0 / ½ for a tie) and weight (``tie_weight`` for ties; weight-0 pairs are dropped)."""
+
+    rows: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    starts: np.ndarray  # starts[r]:starts[r + 1] index row r's comparisons
 
 
-def _pairwise_grad(
-    D: np.ndarray, T: np.ndarray, W: np.ndarray, iu: np.ndarray, ju: np.ndarray, m: int
-) -> tuple[float, np.ndarray]:
-    Dp = D[:, iu] - D[:, ju]
+def comparisons(S: np.ndarray, tie_weight: float) -> Comparisons:
+    """Every pair of models scored on the same row of ``S`` (NaN = missing) as a :class:`Comparisons`."""
+    rows, i, j, diff = observed_pairs(S)
+    target = (diff > 0).astype(np.float64) + 0.5 * (diff == 0)
+    weight = np.where(diff == 0, tie_weight, 1.0)
+    keep = weight > 0
+    return Comparisons(
+        rows[keep], i[keep], j[keep], target[keep], weight[keep], row_starts(rows[keep], S.shape[0])
+    )
+
+
+def _pairwise_grad(D: np.ndarray, rows: np.ndarray, pairs: Comparisons, m: int) -> tuple[float, np.ndarray]:
+    """Weighted logistic loss of the comparisons on ``rows`` (D: their logits) and its gradient."""
+    pos, local = take_rows(pairs.starts, rows)
+    i, j, T, W = pairs.i[pos], pairs.j[pos], pairs.target[pos], pairs.weight[pos]
+    Dp = D[local, i] - D[local, j]
     count = max(float(W.sum()), 1.0)
     value = float(((np.logaddexp(0.0, Dp) - Dp * T) * W).sum() / count)
     G = (sigmoid(Dp) - T) * W / count
     grad = np.zeros((D.shape[0], m))
-    for k in range(len(iu)):
-        grad[:, iu[k]] += G[:, k]
-        grad[:, ju[k]] -= G[:, k]
+    np.add.at(grad, (local, i), G)
+    np.add.at(grad, (local, j), -G)
     return value, grad
 
 
@@ -142,7 +159,7 @@ class MfRouter(Router):
             col = np.clip((S * mask).sum(0) / np.maximum(mask.sum(0), 1.0), 1e-3, 1 - 1e-3)
             params["V"] = params["V"] * 0.1 + (np.log(col / (1 - col)) / k)[:, None]
         pairs = (
-            pair_targets(np.where(mask > 0, S, np.nan), float(self.tie_weight))
+            comparisons(np.where(mask > 0, S, np.nan), float(self.tie_weight))
             if self.mode == "pairwise"
             else None
         )
@@ -153,8 +170,7 @@ class MfRouter(Router):
         def loss_grad(rows: np.ndarray, D: np.ndarray) -> tuple[float, np.ndarray]:
             if pairs is None:
                 return masked_bce(D, S[rows], mask[rows])
-            iu, ju, T, W = pairs
-            return _pairwise_grad(D, T[rows], W[rows], iu, ju, m)
+            return _pairwise_grad(D, rows, pairs, m)
 
         for epoch in range(int(self.max_epochs)):
             for rows in minibatches(train_rows, int(self.batch_size), rng):

@@ -1,7 +1,8 @@
 """The router registry: registry name -> router class, filled by :func:`register_router`.
 
 Router modules are imported lazily (the first time the registry is used), from the explicit list
-:data:`ROUTER_MODULES`; a listed module that does not exist (yet) is skipped. Heavy dependencies are
+:data:`ROUTER_MODULES`; a listed module that does not exist (yet    "routerforge.routers.llm_policy",
+) is skipped. Heavy dependencies are
 imported by each router only when it fits or predicts.
 """
 
@@ -25,6 +26,8 @@ ROUTER_MODULES: tuple[str, ...] = (
     "routerforge.routers.lexical",
     "routerforge.routers.cluster",
     "routerforge.routers.ensemble",
+    "routerforge.routers.semantic",
+    "routerforge.routers.llm_policy",
 )
 
 _REGISTRY: dict[str, type[Router]] = {}

@@ -16,6 +16,11 @@ models, so strengths stay finite when one model always wins.
 Weights are rescaled to sum to their effective sample size (Σw)²/Σw², so ``prior`` is measured in
 prompts. The fit is Hunter's MM algorithm, vectorised over a batch of queries, in numpy.
 
+Only observed comparisons are kept (:mod:`routerforge.routers.pairs`); when the table of wins per
+training prompt × model pair would exceed 4 M cells it is held as a sparse matrix, so pairwise battles
+(one row per battle with two scored models: ``routerforge data import --format battles``) of an arena
+set with dozens of models fit in memory. Each battle is then one comparison, exactly as in the file.
+
 Predicted scores (what the policy layer reads): with ties split in half and independent outcomes,
 P(A beats B) = ½ + ½ (s_A − s_B), so ŝ_A = s̄_q + (1/m) Σ_B (2·P(A beats B) − 1), where s̄_q is the
 similarity-weighted mean training score over all models. The model ranking equals the BT ranking; for two
@@ -24,31 +29,47 @@ models, ŝ_strong − ŝ_weak = P(strong beats weak) − P(weak beats strong).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from routerforge.errors import ValidationError
 from routerforge.routers.base import Explanation, PromptBatch, Router
+from routerforge.routers.pairs import observed_pairs
 from routerforge.routers.registry import register_router
 
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
 _CHUNK = 256
+_DENSE_CELLS = 1 << 22  # a larger table of wins is kept sparse
 
 
-def comparison_tables(scores: np.ndarray, tie_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per training prompt: wins ``(n, m, m)`` (row model beats column model, ties = ½·tie_weight each)
-    and the number of comparisons ``(n, m, m)`` for every pair observed on that prompt."""
-    a = scores[:, :, None]
-    b = scores[:, None, :]
-    observed = ~(np.isnan(a) | np.isnan(b))
-    m = scores.shape[1]
-    observed &= ~np.eye(m, dtype=bool)[None]
-    with np.errstate(invalid="ignore"):
-        win = (a > b) & observed
-        tie = (a == b) & observed
-    wins = win.astype(np.float64) + 0.5 * tie_weight * tie
-    counts = wins + np.transpose(wins, (0, 2, 1))
-    return wins, counts
+def win_matrix(
+    scores: np.ndarray, tie_weight: float, *, max_dense_cells: int = _DENSE_CELLS
+) -> np.ndarray | csr_matrix:
+    """Per training prompt, the wins of model a over model b at column ``a·m + b``: ``(n, m²)``.
+
+    A win counts 1, a tie ½·tie_weight for each side; pairs not scored on the prompt count 0. Dense when
+    n·m² ≤ ``max_dense_cells``, else a ``scipy.sparse`` CSR matrix (same values).
+    """
+    n, m = scores.shape
+    rows, i, j, diff = observed_pairs(scores)
+    tie = 0.5 * tie_weight
+    win_i = np.where(diff > 0, 1.0, np.where(diff == 0, tie, 0.0))
+    win_j = np.where(diff < 0, 1.0, np.where(diff == 0, tie, 0.0))
+    r = np.concatenate([rows, rows])
+    c = np.concatenate([i * m + j, j * m + i])
+    v = np.concatenate([win_i, win_j])
+    keep = v > 0
+    r, c, v = r[keep], c[keep], v[keep]
+    if n * m * m <= max_dense_cells:
+        dense = np.zeros((n, m * m))
+        dense[r, c] = v
+        return dense
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix((v, (r, c)), shape=(n, m * m))
 
 
 def similarity_weights(sims: np.ndarray, *, gamma: float, sharpness: float, top_k: int | None) -> np.ndarray:
@@ -142,9 +163,7 @@ class SwRouter(Router):
         self._prepare()
 
     def _prepare(self) -> None:
-        wins, _ = comparison_tables(self.train_scores_, float(self.tie_weight))
-        n, m, _ = wins.shape
-        self._wins_flat = wins.reshape(n, m * m)
+        self._wins_flat = win_matrix(self.train_scores_, float(self.tie_weight))
         observed = ~np.isnan(self.train_scores_)
         filled = np.where(observed, self.train_scores_, 0.0)
         overall = float(filled.sum() / max(int(observed.sum()), 1))
@@ -162,7 +181,11 @@ class SwRouter(Router):
     def _theta(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         m = self.train_scores_.shape[1]
         sims, w = self._weights(dense)
-        wins = (w @ self._wins_flat).reshape(len(dense), m, m)
+        if isinstance(self._wins_flat, np.ndarray):
+            flat = w @ self._wins_flat
+        else:
+            flat = np.asarray((self._wins_flat.T @ w.T).T)
+        wins = flat.reshape(len(dense), m, m)
         counts = wins + np.transpose(wins, (0, 2, 1))
         theta = fit_bradley_terry(wins, counts, prior=float(self.prior), max_iter=int(self.max_iter))
         mean = (w @ self._row_mean) / np.maximum(w.sum(axis=1), 1e-300)

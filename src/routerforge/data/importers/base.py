@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import math
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routerforge.errors import DataError
+from routerforge.data.importers.options import ImportOptions
+from routerforge.data.records import EvalRecord
+from routerforge.errors import DataError, ScoreScaleError
 
 Scale = tuple[float, float]
 
@@ -44,8 +46,12 @@ class ReadReport:
     rows: int = 0  # data rows (CSV rows, JSONL lines) read, good or bad
     records: int = 0  # eval records yielded
     skipped: int = 0  # bad rows skipped (non-strict mode)
+    out_of_range: int = 0  # of the skipped rows, those with a score outside [0, 1] (or the declared scale)
+    largest_out_of_range: float | None = None  # the largest such raw score (to suggest a scale)
+    missing_cost: int = 0  # records yielded without a cost (see :func:`count_missing_costs`)
     issues: list[RowIssue] = field(default_factory=list)  # the first ``max_issues`` bad rows
     max_issues: int = 20
+    details: dict[str, Any] = field(default_factory=dict)  # format-specific facts (scale, battles, metric…)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +60,10 @@ class ReadReport:
             "rows": self.rows,
             "records": self.records,
             "skipped": self.skipped,
+            "out_of_range": self.out_of_range,
+            "missing_cost": self.missing_cost,
             "issues": [issue.to_dict() for issue in self.issues],
+            "details": dict(self.details),
         }
 
 
@@ -66,20 +75,50 @@ class ReadContext:
     strict: bool = False
     scale: Scale | None = None
     pulze_score: str = "judge"  # Pulze results: "judge" (their overall_score) or "strict" (see pulze.py)
+    options: ImportOptions = field(default_factory=ImportOptions)  # --map, --questions, --metric
+    first_out_of_range: ScoreScaleError | None = None  # in the file being read
 
     def files(
         self, path: Path, suffixes: tuple[str, ...], *, exclude_dirs: tuple[str, ...] = ()
     ) -> Iterator[Path]:
-        """The files to read under ``path`` (see :func:`find_files`), each recorded in the report."""
+        """The files to read under ``path`` (see :func:`find_files`), each recorded in the report.
+
+        When the reader is done with a file and most of its rows had a score outside [0, 1], the file is on
+        another scale: :class:`DataError` naming ``--score-scale`` (nothing is imported).
+        """
         for file in find_files(path, suffixes, exclude_dirs=exclude_dirs):
             self.report.files.append(str(file))
+            rows, bad = self.report.rows, self.report.out_of_range
+            self.first_out_of_range = None
             yield file
+            self.check_scale(str(file), self.report.rows - rows, self.report.out_of_range - bad)
+
+    def check_scale(self, where: str, rows: int, out_of_range: int) -> None:
+        """Refuse a source where at least half of the ``rows`` had a score outside the range (skipping them
+        would keep the few rows that happen to fall inside it, on the wrong scale)."""
+        if out_of_range == 0 or 2 * out_of_range < rows:
+            return
+        declared = f"the declared scale {self.scale[0]:g}-{self.scale[1]:g}" if self.scale else "[0, 1]"
+        first = self.first_out_of_range
+        raise DataError(
+            f"{out_of_range:,} of {rows:,} rows have a score outside {declared} (the largest: "
+            f"{self.report.largest_out_of_range:g}): the scores are on another scale. Nothing was imported.",
+            path=first.path if first and first.path else where,
+            line=first.line if first else None,
+            column=first.column if first else None,
+            hint="Declare the source's scale with --score-scale LO-HI, e.g. --score-scale 1-10 or 0-100.",
+        )
 
     def reject(self, error: DataError) -> None:
         """A row is bad: raise in strict mode, else count it and remember the first few."""
         if self.strict:
             raise error
         self.report.skipped += 1
+        if isinstance(error, ScoreScaleError):
+            self.report.out_of_range += 1
+            self.first_out_of_range = self.first_out_of_range or error
+            largest = self.report.largest_out_of_range
+            self.report.largest_out_of_range = error.value if largest is None else max(largest, error.value)
         if len(self.report.issues) < self.report.max_issues:
             self.report.issues.append(
                 RowIssue(str(error.path or "?"), error.line, error.column, error.reason)
@@ -145,13 +184,23 @@ def parse_score(value: Any, scale: Scale | None, *, path: str, line: int | None,
         number = (number - lo) / (hi - lo)
     if not -1e-9 <= number <= 1 + 1e-9:
         declared = f"on the declared scale {scale[0]:g}-{scale[1]:g}" if scale else "with no declared scale"
-        raise DataError(
+        raise ScoreScaleError(
             f"score {value!r} is outside [0, 1] {declared}; declare the source scale with --score-scale (e.g. 0-10)",
+            value=float(value) if not isinstance(value, str) else float(value.strip()),
             path=path,
             line=line,
             column=column,
         )
-    return min(1.0, max(0.0, number))
+    return min(1.0, max(0.0, number))  # float noise only (within 1e-9): no score is ever clipped
+
+
+def count_missing_costs(records: Iterable[EvalRecord], report: ReadReport) -> Iterator[EvalRecord]:
+    """Pass ``records`` through, counting in ``report.missing_cost`` those without a cost (an empty or NaN
+    cost): an N-model benchmark leaves their prompts out."""
+    for record in records:
+        if record.cost_usd is None:
+            report.missing_cost += 1
+        yield record
 
 
 def parse_float(

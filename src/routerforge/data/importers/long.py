@@ -2,7 +2,9 @@
 
 Required: ``prompt`` and ``model``; ``score`` may be empty/null (a missing cell). ``prompt_key`` (or ``id``)
 defaults to the text hash of the prompt. In CSV, ``dimensions``, ``tags``, ``metadata`` and ``choices`` hold
-JSON. An unknown column or key is an error that names it.
+JSON. An unknown column or key is an error that names it, except under ``--map`` (columns with other
+names, see :mod:`~routerforge.data.importers.mapping`), where the unmapped columns are kept as prompt
+metadata.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 from routerforge.data.importers.base import (
     ReadContext,
     csv_header,
-    iter_csv,
-    iter_jsonl,
     parse_float,
     parse_int,
     parse_score,
 )
+from routerforge.data.importers.rows import iter_rows, reject
 from routerforge.data.records import EvalRecord, text_hash
 from routerforge.errors import DataError
 
@@ -47,7 +48,7 @@ FIELDS = {
 
 def read_jsonl(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
     for file in ctx.files(path, JSONL_SUFFIXES):
-        for line, obj in iter_jsonl(file, ctx):
+        for line, obj in iter_rows(file, ctx):
             yield from _one(obj, str(file), line, ctx, from_csv=False)
 
 
@@ -55,20 +56,30 @@ def read_csv(path: Path, ctx: ReadContext) -> Iterator[EvalRecord]:
     for file in ctx.files(path, CSV_SUFFIXES):
         where = str(file)
         header = csv_header(file)
+        mapping = ctx.options.column_map
+        if mapping is not None:
+            mapping.check_columns(header, where)
+            header = mapping.renamed(header)
         unknown = [c for c in header if c not in FIELDS]
-        if unknown:
+        if unknown and mapping is None:
             raise DataError(
                 f"unknown column {unknown[0]!r} in a long CSV.",
                 path=where,
                 line=1,
                 column=unknown[0],
-                hint=f"Known columns: {', '.join(sorted(FIELDS))}.",
+                hint=f"Known columns: {', '.join(sorted(FIELDS))}; or name yours with --map FIELD=COLUMN.",
             )
         for column in ("prompt", "model"):
             if column not in header:
-                raise DataError(f"a long CSV needs a {column!r} column", path=where, line=1, column=column)
-        for line, _, row in iter_csv(file, ctx):
-            yield from _one(dict(row), where, line, ctx, from_csv=True)
+                raise DataError(
+                    f"a long CSV needs a {column!r} column",
+                    path=where,
+                    line=1,
+                    column=column,
+                    hint=f"Name the file's column with --map {column}=COLUMN; the file has: {', '.join(header)}.",
+                )
+        for line, row in iter_rows(file, ctx):
+            yield from _one(row, where, line, ctx, from_csv=True)
 
 
 def _one(
@@ -77,7 +88,7 @@ def _one(
     try:
         record = _record(obj, where, line, ctx, from_csv=from_csv)
     except DataError as exc:
-        ctx.reject(exc)
+        reject(ctx, exc)
         return
     ctx.report.records += 1
     yield record
@@ -101,8 +112,14 @@ def _json_field(obj: dict[str, Any], name: str, kind: type, where: str, line: in
 
 def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext, *, from_csv: bool) -> EvalRecord:
     unknown = [k for k in obj if k not in FIELDS]
-    if unknown:
-        raise DataError(f"unknown key {unknown[0]!r}", path=where, line=line, column=unknown[0])
+    if unknown and ctx.options.column_map is None:
+        raise DataError(
+            f"unknown key {unknown[0]!r}",
+            path=where,
+            line=line,
+            column=unknown[0],
+            hint="Rename it, or import with --map (unmapped keys are then kept as metadata).",
+        )
     text, model = obj.get("prompt"), obj.get("model")
     if not isinstance(text, str) or not text.strip():
         raise DataError("'prompt' must be a non-empty string", path=where, line=line, column="prompt")
@@ -135,7 +152,10 @@ def _record(obj: dict[str, Any], where: str, line: int, ctx: ReadContext, *, fro
         tokens_out=parse_int(obj.get("tokens_out"), path=where, line=line, column="tokens_out"),
         dimensions=dimensions or None,
         tags=[str(t) for t in tags] if tags is not None else None,
-        metadata=_json_field(obj, "metadata", dict, where, line, from_csv) or {},
+        metadata={
+            **{k: obj[k] for k in unknown},
+            **(_json_field(obj, "metadata", dict, where, line, from_csv) or {}),
+        },
         choices=[str(c) for c in choices] if choices is not None else None,
         judge=texts["judge"],
         source=texts["source"] or where,

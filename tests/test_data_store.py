@@ -187,14 +187,16 @@ def test_invalid_rule_and_scores(store: Store) -> None:
 def test_strict_import_writes_nothing(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "w.jsonl"
     path.write_text(
-        '{"prompt": "a", "scores": {"m": 1}}\n{"prompt": "b", "scores": {"m": 9}}\n', encoding="utf-8"
+        '{"prompt": "a", "scores": {"m": 1}}\n{"prompt": "b", "scores": {"m": 9}}\n'
+        '{"prompt": "c", "scores": {"m": 0.5}}\n',
+        encoding="utf-8",
     )
     records, _ = read_records(path, "wide-jsonl", strict=True)
     with pytest.raises(DataError, match=r"w\.jsonl:2"):
         store.import_records("ds", records)
     assert store.list_datasets() == []
-    records, report = read_records(path, "wide-jsonl")
-    assert store.import_records("ds", records).records == 1 and report.skipped == 1
+    records, report = read_records(path, "wide-jsonl")  # one stray row of three: skipped and counted
+    assert store.import_records("ds", records).records == 2 and report.skipped == 1
 
 
 def test_prompts_cells_and_incremental_records(store: Store) -> None:

@@ -56,6 +56,13 @@ def test_vectors_are_unit_norm_deterministic_and_batch_independent(static: Stati
     one_by_one = np.stack([static.embed([t])[0] for t in texts])
     np.testing.assert_allclose(first, one_by_one, atol=1e-6)
     assert static.embed([]).shape == (0, 256)
+    # large batches take the sparse-product path: the same vectors
+    many = [f"{t} #{i}" for i in range(8) for t in texts]
+    np.testing.assert_allclose(
+        static.embed(many),
+        np.concatenate([static.embed(many[i : i + 50]) for i in range(0, len(many), 50)]),
+        atol=1e-6,
+    )
     # a new instance (another process, later) reads the same table
     np.testing.assert_array_equal(first, StaticEmbedder().embed(texts))
     assert static.table_path is not None and static.table_path.parent == static_mod.default_static_dir()
@@ -190,3 +197,32 @@ def test_reduce_and_weight_is_a_zipf_weighted_pca() -> None:
     np.testing.assert_allclose(table, expected * signs, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(table, static_mod.reduce_and_weight(pooled.astype(np.float32), 5))
     assert static_mod.default_static_dir().parts[-3:] == (".cache", "routerforge", "static")
+
+
+def test_a_router_trained_with_static_loads_back_with_it(tmp_path: Path) -> None:
+    """The provider goes through training, the router directory and the trust check of ``load``."""
+    from routerforge.data.matrix import ScoreMatrix
+    from routerforge.policy.trained import TrainedRouter, train_router
+
+    prompts = [f"solve the algebra equation number {i}" for i in range(12)]
+    prompts += [f"write a short poem about the sea, take {i}" for i in range(12)]
+    scores = np.array([[0.0, 1.0]] * 12 + [[1.0, 1.0]] * 12)
+    matrix = ScoreMatrix(
+        name="toy",
+        keys=[str(i) for i in range(24)],
+        prompts=prompts,
+        models=["small", "large"],
+        scores=scores,
+        costs=np.full_like(scores, np.nan),
+    )
+    trained = train_router(
+        "knn", matrix, None, EmbedSettings(provider="static", cache=False), tmp_path / "r", k=3
+    )
+    texts = ["solve this algebra equation", "a poem about the sea"]
+    before = trained.predict(texts)
+    assert before[0, 1] > before[0, 0] + 0.5  # algebra: only the large model
+    assert before[1, 0] > before[0, 0] + 0.5  # poems: the small model is fine
+    loaded = TrainedRouter.load(tmp_path / "r")
+    assert isinstance(loaded.embedder, StaticEmbedder) and loaded.embedder.dim == 256
+    np.testing.assert_array_equal(loaded.predict(texts), before)
+    loaded.close()

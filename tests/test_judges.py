@@ -351,7 +351,10 @@ def test_oracle_matrix_nine_cells() -> None:
     assert oracle_label("incorrect", "incorrect") == "Ambiguous_Query"
     assert oracle_label("dont_know", "dont_know") == "Ambiguous_Query"
     assert set(ORACLE_MATRIX.values()) == {"Standard_Query", "Complex_Query", "Ambiguous_Query"}
-    assert oracle_labels(["correct", "incorrect"], ["correct", "correct"]) == ["Standard_Query", "Complex_Query"]
+    assert oracle_labels(["correct", "incorrect"], ["correct", "correct"]) == [
+        "Standard_Query",
+        "Complex_Query",
+    ]
     custom = {**ORACLE_MATRIX, ("incorrect", "incorrect"): "Hard"}
     assert oracle_label("incorrect", "incorrect", matrix=custom) == "Hard"
     assert outcome_of("partial", 0.7) == "correct"

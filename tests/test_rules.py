@@ -124,3 +124,50 @@ def test_choose_ruled_groups_rows() -> None:
         for p, c, t in zip(pred, price, texts, strict=True)
     ]
     assert [MODELS[i] for i in idx] == expected  # the vectorised path agrees with one-by-one decisions
+
+
+def test_bench_applies_rules_to_held_out_prompts(
+    rf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from test_cli_routing import FAST, _records
+
+    from routerforge.cli.main import main
+    from routerforge.config import load_settings
+    from routerforge.data.store import Store
+
+    monkeypatch.setenv("ROUTERFORGE_EMBED__PROVIDER", "hash")
+    store = Store.from_settings(load_settings())
+    store.import_records("toy", _records())
+    store.import_records("pair", [r for r in _records(seed=1) if r.model in ("strong", "weak")])
+    store.close()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - {name: algebra-strong, when: {keywords: [algebra]}, then: {model: strong}}\n"
+    )
+    base = ["-r", "mlp", *FAST, "--folds", "3", "--latency-sample", "2", "--bootstrap", "0"]
+    docs = {}
+    for data in ("pair", "toy"):
+        for label, extra in (("plain", []), ("ruled", ["--rules", str(rules)])):
+            out = tmp_path / f"{data}-{label}.json"
+            assert main(["bench", "--data", data, *base, *extra, "--json", str(out)]) == 0, (
+                capsys.readouterr().err
+            )
+            docs[data, label] = json.loads(out.read_text())
+    ruled = docs["toy", "ruled"]
+    assert (
+        ruled["rules"]["fired"] == {"algebra-strong": ruled["rules"]["prompts_with_a_rule"]}
+        and ruled["rules"]["prompts_with_a_rule"] > 0
+    )
+    # algebra is where the weak models fail: forcing it to the strong model cannot lower quality at any cost
+    plain_cheapest = docs["toy", "plain"]["routers"]["mlp"]["pareto"][0]
+    ruled_cheapest = ruled["routers"]["mlp"]["pareto"][0]
+    assert (
+        ruled_cheapest[0] > plain_cheapest[0]
+    )  # the cheapest point now pays for the strong model on algebra
+    assert docs["pair", "ruled"]["routers"]["mlp"]["apgr"] != docs["pair", "plain"]["routers"]["mlp"]["apgr"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: x, when: {code: true}, then: {model: gpt-9}}\n")
+    assert main(["bench", "--data", "toy", *base, "--rules", str(bad)]) == 2
+    assert "unknown model" in capsys.readouterr().err

@@ -394,6 +394,12 @@ def bench(
     cascade_threshold: Annotated[
         float, typer.Option("--cascade-threshold", help="Escalate while the verifier's score is below this.")
     ] = 0.5,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules", help="YAML rules applied to every held-out prompt before the routers' choice."
+        ),
+    ] = None,
 ) -> None:
     """Benchmark routers on held-out prompts: APGR/CPT (binary) or AIQ and cost–quality (N models), next to
     the trivial baselines (best single model, prompt length, category) with a paired-bootstrap interval."""
@@ -411,6 +417,9 @@ def bench(
         )
     for name in router:
         router_class(name)
+    from routerforge.policy.rules import RuleSet
+
+    ruleset = RuleSet.from_file(rules) if rules is not None else None
     keep: dict[str, Any] = {}
     setup = build_setup(
         settings,
@@ -441,6 +450,7 @@ def bench(
             progress=progress,
             bootstrap=bootstrap,
             keep=keep,
+            rules=ruleset,
         )
     if policy == "cascade":
         import numpy as np

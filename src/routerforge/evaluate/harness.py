@@ -43,6 +43,7 @@ from routerforge.evaluate.splits import Fold, check_no_leakage
 from routerforge.evaluate.timing import measure_latency, sample_texts
 from routerforge.policy.engine import DecisionEngine, strong_weak
 from routerforge.policy.pricing import mean_costs, query_prices
+from routerforge.policy.rules import RuleSet
 from routerforge.routers.base import PromptBatch, Router
 
 
@@ -201,6 +202,7 @@ def run_bench(
     factory: Callable[[RouterSpec], Router] | None = None,
     keep: dict[str, Any] | None = None,
     bootstrap: int = 1000,
+    rules: RuleSet | None = None,
 ) -> dict[str, Any]:
     """Run every router over every fold and return the results document (see docs/evaluation.md).
 
@@ -278,9 +280,22 @@ def run_bench(
         "dropped": dropped_rows(setup.dropped, folds, pair is not None),
     }
     base = Baselines(parts, bootstrap, seed, test_m.text_groups())
+    outcomes = None
+    if rules is not None and len(rules):  # the rule mapper, applied to every held-out prompt (pooled order)
+        rules.check_models(models)
+        outcomes = [rules.apply(test_m.prompts[i], models) for f in folds for i in f.test]
+        fired: dict[str, int] = {}
+        for out in outcomes:
+            for name in out.fired:
+                fired[name] = fired.get(name, 0) + 1
+        doc["rules"] = {
+            "n_rules": len(rules),
+            "fired": fired,
+            "prompts_with_a_rule": sum(bool(o.fired) for o in outcomes),
+        }
     if pair is not None:
         engine = DecisionEngine(models, mean_scores={pair[0]: 1.0, pair[1]: 0.0})
-        doc.update(binary_results(engine, folds, test_m, results, seed, base))
+        doc.update(binary_results(engine, folds, test_m, results, seed, base, outcomes))
     else:
         doc.update(
             nmodel_results(
@@ -293,6 +308,7 @@ def run_bench(
                 test_batch.dense,
                 setup.catalog,
                 base,
+                outcomes,
             )
         )
     if keep is not None:

@@ -156,9 +156,11 @@ def binary_results(
     results: dict[str, Predictions],
     seed: int,
     base: Baselines,
+    outcomes: list[Any] | None = None,
 ) -> dict[str, Any]:
     strong, weak = engine.pair()
     si, wi = engine.models.index(strong), engine.models.index(weak)
+    forced = _forced_binary(outcomes, engine.models, si, wi)
     rng = np.random.default_rng(seed)
     truth = [test_m.scores[f.test] for f in folds]
     named: dict[str, list[np.ndarray]] = {key: r.parts for key, r in results.items()}
@@ -171,7 +173,10 @@ def binary_results(
         # Metrics on the pooled out-of-fold predictions (every held-out prompt once); per-fold APGR is
         # reported too, as None for a fold where the two models happen to tie.
         pooled = np.concatenate(parts)
-        agg = M.binary_metrics(engine.p_strong(pooled), all_truth[:, si], all_truth[:, wi])
+        p_strong = engine.p_strong(pooled)
+        if forced is not None and key != "oracle":  # rules route these prompts whatever the threshold
+            p_strong = np.where(np.isnan(forced), p_strong, forced)
+        agg = M.binary_metrics(p_strong, all_truth[:, si], all_truth[:, wi])
         entry: dict[str, Any] = {
             "apgr": agg.apgr,
             "apgr_101": agg.apgr_101,
@@ -185,6 +190,8 @@ def binary_results(
 
     def resampled(key: str, weights: np.ndarray) -> np.ndarray:
         p = engine.p_strong(np.concatenate(named[key]))
+        if forced is not None and key != "oracle":
+            p = np.where(np.isnan(forced), p, forced)
         return M.resampled_apgr(p, all_truth[:, si], all_truth[:, wi], weights)
 
     rows = np.concatenate([f.test for f in folds])
@@ -232,6 +239,7 @@ def nmodel_results(
     test_dense: np.ndarray,
     catalog: dict[str, Any] | None,
     base: Baselines,
+    outcomes: list[Any] | None = None,
 ) -> dict[str, Any]:
     models = list(test_m.models)
     scores = np.concatenate([test_m.scores[f.test] for f in folds])
@@ -255,7 +263,7 @@ def nmodel_results(
     predicted = {key: np.concatenate(res.parts) for key, res in results.items()}
     predicted.update({key: np.concatenate(parts) for key, parts in base.parts.items()})
     for key, pred in predicted.items():
-        chosen[key] = _choices(pred, decision, lambdas)
+        chosen[key] = _choices(pred, decision, lambdas, models, outcomes)
         pts = _points(chosen[key], scores, true_cost)
         routers[key] = {**_cq(pts, singles), **_timing(results.get(key))}
     baselines = {key: routers.pop(key) for key in base.parts}
@@ -298,10 +306,37 @@ def nmodel_results(
     }
 
 
-def _choices(pred: np.ndarray, prices: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
-    """``(L, n)``: the model the decision engine chooses for every prompt at every λ (willingness to pay)."""
-    engine = DecisionEngine([str(j) for j in range(pred.shape[1])])
-    return np.array([engine.choose(pred, prices, Policy("wtp", float(lam), "sweep")) for lam in lambdas])
+def _choices(
+    pred: np.ndarray,
+    prices: np.ndarray,
+    lambdas: np.ndarray,
+    models: list[str] | None = None,
+    outcomes: list[Any] | None = None,
+) -> np.ndarray:
+    """``(L, n)``: the model the decision engine chooses for every prompt at every λ (willingness to pay),
+    after the rules' outcomes (``RuleSet.apply`` per prompt) when given."""
+    engine = DecisionEngine(models or [str(j) for j in range(pred.shape[1])])
+    return np.array(
+        [engine.choose_ruled(pred, prices, Policy("wtp", float(lam), "sweep"), outcomes) for lam in lambdas]
+    )
+
+
+def _forced_binary(outcomes: list[Any] | None, models: list[str], si: int, wi: int) -> np.ndarray | None:
+    """P(strong needed) forced by the rules: 2 (strong at every threshold ≤ 1) or −1 (weak), NaN elsewhere.
+    A rule that leaves only one of the pair counts as routing there; rule policies/knobs do not apply to a
+    threshold sweep."""
+    if not outcomes:
+        return None
+    out = np.full(len(outcomes), np.nan)
+    for i, o in enumerate(outcomes):
+        target = o.model
+        if target is None and o.candidates is not None and len(o.candidates) == 1:
+            target = o.candidates[0]
+        if target == models[si]:
+            out[i] = 2.0
+        elif target == models[wi]:
+            out[i] = -1.0
+    return out if np.isfinite(out).any() else None
 
 
 def _points(choices: np.ndarray, scores: np.ndarray, true_cost: np.ndarray) -> np.ndarray:

@@ -345,3 +345,25 @@ def test_per_request_routing_parameters_and_decision_log(rf_home: Path, upstream
         ).json()
     assert entry["policy"] == "threshold" and entry["decision"]["candidates"] == ["small"]
     assert entry["decision"]["prices_usd"]["small"] > 0
+
+
+def test_gateway_latency_updates_the_mean_latency_the_policies_use(
+    rf_home: Path, upstream: FakeUpstream
+) -> None:
+    from routerforge.gateway.routing import LATENCY_EWMA
+
+    settings = settings_for(rf_home)
+    d = router_dir(settings.routers_dir / "stub")
+    app = stub_app(settings, raw_config(upstream), [d])
+    stub = app.state.service.routing._routers[d.resolve()]
+    stub.engine.latency_ms = {"large": 100.0}
+    with LoopbackServer(app) as server:
+        key, _ = app.state.keys.create("globex")
+        auth = {"authorization": f"Bearer {key}"}
+        body = {"model": "router-stub", "messages": [{"role": "user", "content": "a hard one"}]}
+        assert httpx.post(server.url + "/v1/chat/completions", headers=auth, json=body).status_code == 200
+    large = stub.engine.latency_ms["large"]
+    assert large != 100.0 and abs(large - 100.0) <= LATENCY_EWMA * 60_000  # moved toward the observed call
+    assert "small" not in stub.engine.latency_ms  # only models that answered
+    app.state.service.routing.observe_latency("small", 250.0)
+    assert stub.engine.latency_ms["small"] == 250.0  # the first observation starts the mean

@@ -131,11 +131,10 @@ def test_bench_applies_rules_to_held_out_prompts(
 ) -> None:
     import json
 
-    from test_cli_routing import FAST, _records
-
     from routerforge.cli.main import main
     from routerforge.config import load_settings
     from routerforge.data.store import Store
+    from test_cli_routing import FAST, _records
 
     monkeypatch.setenv("ROUTERFORGE_EMBED__PROVIDER", "hash")
     store = Store.from_settings(load_settings())

@@ -44,6 +44,8 @@ from routerforge.policy import parse_router_model
 from routerforge.policy.decision import RoutingDecision
 from routerforge.policy.rules import RuleSet
 
+LATENCY_EWMA = 0.05  # weight of one observed call in a model's running mean latency
+
 
 class LoadedRouter:
     """A trained router directory, loaded once through ``TrainedRouter.load`` (the one owner of its files)."""
@@ -226,6 +228,17 @@ class Routing:
                 hit.predict_many(["warm-up"])  # load the embedder and index now, not on the first request
                 self._routers[directory] = hit
         return hit
+
+    def observe_latency(self, model: str, latency_ms: float) -> None:
+        """Fold a successful upstream call's latency into every loaded router's mean latency of ``model``
+        (exponential moving average, weight :data:`LATENCY_EWMA`; the eval records' mean is the start), so
+        ``max_latency_ms`` and ``latency_weight`` follow what the gateway sees."""
+        for router in list(self._routers.values()):
+            engine = getattr(router, "engine", None)
+            if engine is None or model not in engine.models:
+                continue
+            old = engine.latency_ms.get(model)
+            engine.latency_ms[model] = latency_ms if old is None else old + LATENCY_EWMA * (latency_ms - old)
 
     @property
     def loaded(self) -> list[str]:

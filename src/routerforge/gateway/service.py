@@ -496,6 +496,8 @@ class GatewayService:
             if a.status != "skipped":
                 upstream_ms += a.latency_ms or 0.0
                 self.metrics.upstream_latency.labels(a.model).observe((a.latency_ms or 0.0) / 1000.0)
+            if a.status == "ok" and a.latency_ms is not None and not prep.request.stream:
+                self.routing.observe_latency(a.model, a.latency_ms)
         prep.log.attempts = rows
         prep.log.upstream_ms = upstream_ms if rows else None
 

@@ -127,6 +127,14 @@ def train(
         str | None,
         typer.Option("--stage", help="llm-policy: prompted (default), sft or dpo (sft/dpo need [train])."),
     ] = None,
+    describe: Annotated[
+        str | None,
+        typer.Option(
+            "--describe",
+            help="An installed local model (e.g. smollm2-135m) that rewrites each prompt as a task description "
+            "before embedding (for cluster; slow: one local generation per prompt).",
+        ),
+    ] = None,
     gateway_yaml: Annotated[
         Path | None,
         typer.Option(
@@ -189,6 +197,7 @@ def train(
         catalog=load_catalog(settings),
         index=settings.index,
         split=split,
+        describe=describe,
     )
     strong, weak = trained.engine.pair()
     snippet = gateway_snippet(out, trained.models)

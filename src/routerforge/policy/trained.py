@@ -40,6 +40,7 @@ from routerforge.config import EmbedSettings, IndexSettings, Settings
 from routerforge.errors import ArtifactError, ValidationError
 from routerforge.files import make_private_tree, private_dir
 from routerforge.policy.decision import RoutingDecision
+from routerforge.policy.describe import TaskDescriber
 from routerforge.policy.engine import DecisionEngine
 from routerforge.policy.pricing import PriceEstimator
 from routerforge.routers.base import Explanation, PromptBatch, Router
@@ -77,8 +78,10 @@ class TrainedRouter:
         calibration: dict[str, Any] | None = None,
         training_hashes: np.ndarray | None = None,
         embed_settings: EmbedSettings | None = None,
+        describer: TaskDescriber | None = None,
     ) -> None:
         self.router = router
+        self.describer = describer
         self.embedder = embedder
         self.stripper = stripper
         self.bm25 = bm25
@@ -118,6 +121,8 @@ class TrainedRouter:
 
         if isinstance(texts, str):
             raise ValidationError("Pass a list of texts, not one string.")
+        if self.describer is not None:  # the router reads task descriptions, not the prompts themselves
+            texts = self.describer.describe(list(texts))
         dense, sparse = encode(
             list(texts),
             self.embedder,
@@ -185,10 +190,13 @@ class TrainedRouter:
             "mean_scores": self.engine.mean_scores,
             "mean_latency_ms": self.engine.latency_ms,
             "prices": self.prices.to_dict(),
+            "describer": None if self.describer is None else self.describer.to_dict(),
             "router": self.router.name,
         }
         _write_json(out / ROUTING_JSON, manifest)
         self.prices.save(out)
+        if self.describer is not None:
+            self.describer.save(out)
         if self.training_hashes is not None:
             np.save(out / TRAINING_HASHES, np.asarray(self.training_hashes, dtype="U32"), allow_pickle=False)
         if self.calibration:
@@ -312,6 +320,9 @@ class TrainedRouter:
             calibration=calibration,
             training_hashes=hashes,
             embed_settings=embed_settings,
+            describer=None
+            if not manifest.get("describer")
+            else TaskDescriber.load(manifest["describer"], path),
         )
 
     def close(self) -> None:
@@ -344,6 +355,7 @@ def train_router(
     catalog: Mapping[str, CandidateModel] | None = None,
     index: IndexSettings | None = None,
     split: str | None = None,
+    describe: str | None = None,
     **extra_params: Any,
 ) -> TrainedRouter:
     """Embed ``matrix``'s rows ``rows`` (all when ``None``), fit router ``name`` and the price estimator,
@@ -353,7 +365,9 @@ def train_router(
     ``embedder.json``); an already built embedder is accepted too (then only its id is recorded and
     ``TrainedRouter.load`` needs ``embedder=``, except for the default hash embedder). Router parameters
     come from ``params`` and/or keyword arguments. ``catalog`` holds registered model prices (used where the
-    data has no recorded costs); ``index`` says where a router with a vector index keeps it.
+    data has no recorded costs); ``index`` says where a router with a vector index keeps it; ``describe``
+    names an installed local model that rewrites every prompt as a task description before embedding
+    (:mod:`routerforge.policy.describe`).
     """
     from routerforge.embed.encode import encode
     from routerforge.embed.factory import build_embedder
@@ -375,22 +389,22 @@ def train_router(
     out = Path(out_dir)
     index_name = collection_name(out)
     router.configure_index(index, name=index_name)
-    stripper = BoilerplateStripper().fit(train.prompts) if strip_boilerplate else None
+    describer = None
+    texts = list(train.prompts)
+    if describe is not None:
+        TaskDescriber.check_model(describe)
+        describer = TaskDescriber(describe)
+        texts = describer.describe(texts)
+    stripper = BoilerplateStripper().fit(texts) if strip_boilerplate else None
     sparse = router.uses_sparse()
     bm25 = None
     if sparse:  # BM25's average document length is measured on the texts it will encode
-        bm25 = Bm25Encoder().fit(
-            stripper.apply_many(train.prompts) if stripper is not None else train.prompts
-        )
-    dense, vectors = encode(
-        train.prompts, embedder, sparse=sparse, progress=progress, stripper=stripper, bm25=bm25
-    )
+        bm25 = Bm25Encoder().fit(stripper.apply_many(texts) if stripper is not None else texts)
+    dense, vectors = encode(texts, embedder, sparse=sparse, progress=progress, stripper=stripper, bm25=bm25)
     router.set_model_outcomes(train.costs, train.latencies)
     if extra := router.auxiliary_texts():  # e.g. a semantic router's utterances, embedded like the prompts
         router.set_auxiliary_vectors(encode(extra, embedder, sparse=False, stripper=stripper)[0])
-    router.fit(
-        PromptBatch(texts=list(train.prompts), dense=dense, sparse=vectors), train.scores, train.models
-    )
+    router.fit(PromptBatch(texts=texts, dense=dense, sparse=vectors), train.scores, train.models)
     from routerforge.data.records import text_hash
 
     with np.errstate(all="ignore"):
@@ -414,6 +428,7 @@ def train_router(
         prices=PriceEstimator.fit(train.models, dense, train.costs, catalog),
         training_hashes=np.array([text_hash(p) for p in train.prompts], dtype="U32"),
         embed_settings=settings,
+        describer=describer,
     )
     with _replacing_dir(out) as tmp:
         trained.save(tmp, settings)

@@ -344,6 +344,7 @@ def test_per_request_routing_parameters_and_decision_log(rf_home: Path, upstream
             server.url + f"/v1/logs/{chat.headers['x-routerforge-request-id']}", headers=auth
         ).json()
     assert entry["policy"] == "threshold" and entry["decision"]["candidates"] == ["small"]
+    assert entry["decision"]["request_routing"] == {"models": ["small"]}
     assert entry["decision"]["prices_usd"]["small"] > 0
 
 

@@ -375,6 +375,12 @@ class Routing:
             max_latency_ms=req.max_latency_ms,
             latency_weight=target.latency_weight,
         )
+        if request is not None:  # logged with the decision: what the caller asked for
+            made.details["request_routing"] = {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(request).items()
+                if v is not None
+            }
         if target.cascade is not None and made.policy != "rule":
             made = self._cascade(target.cascade, made, prices, router)
         elapsed = (time.perf_counter() - start) * 1000

@@ -41,6 +41,7 @@ from routerforge.errors import (
 from routerforge.gateway.batching import PredictBatcher
 from routerforge.gateway.config import CascadeConfig, GatewayConfig, RoutingConfig, SyntheticModelConfig
 from routerforge.policy import parse_router_model
+from routerforge.policy.cascade import cascade_order
 from routerforge.policy.decision import RoutingDecision
 from routerforge.policy.rules import RuleSet
 
@@ -408,10 +409,8 @@ class Routing:
         if cascade.order:
             order = [m for m in cascade.order if m in usable]
         else:
-            price = {m: float(prices[router.models.index(m)]) for m in usable}
-            order = sorted(
-                usable, key=lambda m: (price[m] if np.isfinite(price[m]) else np.inf, usable.index(m))
-            )
+            cols = cascade_order(prices, [router.models.index(m) for m in usable])  # cheapest first
+            order = [router.models[j] for j in cols]
         details = {
             **made.details,
             "cascade": {"order": order, "verifier": cascade.verifier, "threshold": cascade.threshold},

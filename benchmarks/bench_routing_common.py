@@ -35,7 +35,20 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=1000, help="Paired-bootstrap resamples.")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--label", action="append", default=[], help="ROUTER=LABEL: run ROUTER under this result name."
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="Keep the other routers of the existing results file (same data, folds and seed) and add or "
+        "replace only the ones run now.",
+    )
+    args = parser.parse_args(argv)
+    import shlex
+
+    args.argv_text = shlex.join(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def settings_for(home: Path) -> Any:
@@ -105,7 +118,11 @@ def run(
     for dataset, path in data.items():
         ensure_dataset(settings, dataset, path, **(read_options or {}).get(dataset, {}))
     routers = routers_to_run(args.router)
-    specs = [RouterSpec(r, parse_params(args.param, r)) for r in routers]
+    labels = dict(item.split("=", 1) for item in args.label)
+    specs = [RouterSpec(r, parse_params(args.param, r), labels.get(r)) for r in routers]
+    previous: dict[str, Any] = {}
+    if args.merge and (args.out / f"{name}.json").is_file():
+        previous = json.loads((args.out / f"{name}.json").read_text(encoding="utf-8"))
     setup = build_setup(settings, seed=args.seed, **setup_kwargs)
     embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
@@ -127,7 +144,18 @@ def run(
                 progress=progress,
                 bootstrap=args.bootstrap,
             )
-        if not doc:
+        if not doc and previous and spec is not None:  # --merge: the earlier routers, then this run's
+            kept = {n: e for n, e in previous["routers"].items() if n not in ("random", "oracle", spec.key)}
+            doc = {**part, "routers": {**kept, **part["routers"]}}
+            dates = previous.get("merged_from", {}).get("router_dates", {})
+            doc["merged_from"] = {
+                "date_utc": previous.get("date_utc"),
+                "routers": sorted(kept),
+                "params": previous.get("params", {}),
+                # when each kept router was measured (a merge of a merge keeps the original dates)
+                "router_dates": {n: dates.get(n, previous.get("date_utc")) for n in sorted(kept)},
+            }
+        elif not doc:
             doc = part
         elif spec is not None:
             routers = {n: e for n, e in doc["routers"].items() if n not in ("random", "oracle")}
@@ -157,14 +185,15 @@ def _finish(
     command: str,
 ) -> None:
     doc["embedder"] = embedder.id
-    doc["params"] = {s.name: s.params for s in specs}
+    doc["params"] = {**doc.get("merged_from", {}).get("params", {}), **{s.key: s.params for s in specs}}
     doc["wall_s"] = time.perf_counter() - t0
     doc["machine"] = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
-    doc["command"] = command
+    extra = getattr(args, "argv_text", None)
+    doc["command"] = f"{command} {extra}" if extra else command
     doc["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     doc["targets"] = [
         {"target": t, "value": v, "reference": ref, "met": met} for t, v, ref, met in targets(doc)
@@ -194,6 +223,20 @@ def markdown(doc: dict[str, Any], title: str) -> str:
         f"Command: `{doc['command']}` ({doc['date_utc']} UTC, {doc['machine']['cpus']} CPUs, "
         f"embedder `{doc['embedder']}`, total {doc['wall_s']:.0f} s).",
         "",
+        *(
+            [
+                "Merged (`--merge`, same data, folds and seed): "
+                + "; ".join(
+                    f"{', '.join(n for n, d in doc['merged_from']['router_dates'].items() if d == date)} "
+                    f"from the run of {date} UTC"
+                    for date in sorted(set(doc["merged_from"]["router_dates"].values()), key=str)
+                )
+                + "; the others from this run.",
+                "",
+            ]
+            if doc.get("merged_from")
+            else []
+        ),
         f"Data: `{doc['data']}`"
         + (f" → `{doc['test_data']}`" if doc.get("test_data") else "")
         + f"; split: {doc['split']}; {doc['n_prompts']} held-out prompts"

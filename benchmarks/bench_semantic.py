@@ -8,11 +8,16 @@ the ``semantic`` family against ``knn`` on held-out MMLU / RouterBench prompts t
    recall, confusion, and the decision latency p50 (onnx MiniLM, uncached, one thread, through
    ``TrainedRouter.score``). Also: the complexity estimate against the suite's difficulty (Spearman) and
    as a predictor of the weak model failing (AUC).
-2. Harness runs (same folds / split as ``bench_routing_*.py``): ``knn`` vs ``semantic`` (routes learnt
-   from the data), ``semantic`` + ``knn`` fallback, and, on MMLU, ``builtin:task_types`` with ``math`` →
-   GPT-4 + ``knn`` fallback.
+2. Harness runs on MMLU, RouterBench and Pulze (same folds / split, trivial baselines and paired-bootstrap
+   intervals as ``bench_routing_*.py``): ``knn`` and ``ensemble`` vs ``semantic`` with routes learnt from the
+   scores, routes from the category column (``routes=category``: per fold, the training prompts of each
+   category, targeting its best model on them), the same with a ``knn`` fallback, and, on MMLU,
+   ``builtin:task_types`` with ``math`` → GPT-4 + ``knn`` fallback. Route sources are resolved per fold by
+   ``evaluate.semantic_routes.SemanticFoldFactory`` (what ``routerforge bench -r semantic -p
+   semantic.routes=…`` uses), which sees the fold's training rows only.
 
-Run: ``.venv/bin/python benchmarks/bench_semantic.py`` → ``benchmarks/results/semantic.{json,md}``.
+Run: ``.venv/bin/python benchmarks/bench_semantic.py`` → ``benchmarks/results/semantic.{json,md}``
+(``--skip-task-types --only mmlu`` reruns one harness section and keeps the rest of the file).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ MMLU_MATH = {
 }
 ROUTERBENCH_TYPES = {"arc-challenge": "closed-qa", "winogrande": "closed-qa", "mbpp": "code"}
 MMLU_STRONG, MMLU_WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+PULZE_STRONG, PULZE_WEAK = "anthropic/claude-sonnet-4-5", "xai/grok-4-fast"
 
 
 def type_router(settings: Any, out: Path) -> Any:
@@ -189,24 +195,30 @@ def task_types(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def harness(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """knn vs semantic variants through the harness (same setups as the routing benchmarks)."""
+    """knn / ensemble vs semantic variants through the harness (same setups, metrics, trivial baselines and
+    paired-bootstrap intervals as ``bench_routing_*.py``), route sources resolved per fold on the training
+    prompts only by ``evaluate.semantic_routes.SemanticFoldFactory`` — what ``routerforge bench --router
+    semantic -p semantic.routes=category|FILE`` runs."""
     from routerforge.cli.routing import build_setup, latency_factory
     from routerforge.embed.factory import build_embedder
-    from routerforge.evaluate.harness import EmbedderEncoder, RouterSpec, registry_factory, run_bench
-    from routerforge.routers.routes_file import load_routes
+    from routerforge.evaluate.harness import EmbedderEncoder, RouterSpec, run_bench
+    from routerforge.evaluate.semantic_routes import SemanticFoldFactory
 
     embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
     encoder = EmbedderEncoder(embedder)
-
-    def factory(spec: RouterSpec) -> Any:
-        router = registry_factory(spec)
-        if router.auxiliary_texts():
-            router.set_auxiliary_vectors(encoder.dense(router.auxiliary_texts()))
-        return router
-
-    builtin = load_routes("builtin:task_types").with_mapping({"math": MMLU_STRONG}).to_params()
-    runs = {
+    category = RouterSpec("semantic", {"routes": "category"}, "semantic (routes = categories)")
+    category_knn = RouterSpec(
+        "semantic", {"routes": "category", "fallback": "knn"}, "semantic (routes = categories) + knn fallback"
+    )
+    common = [
+        RouterSpec("knn"),
+        RouterSpec("ensemble"),
+        RouterSpec("semantic", {}, "semantic (routes from scores)"),
+        category,
+        category_knn,
+    ]
+    runs: dict[str, tuple[dict[str, Any], list[Any], list[str]]] = {
         "mmlu": (
             {
                 "data": "routellm-mmlu",
@@ -216,12 +228,10 @@ def harness(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "drop_prompts": DATA / "routellm-mmlu" / "contaminated_prompts.jsonl",
             },
             [
-                RouterSpec("knn"),
-                RouterSpec("semantic", {}, "semantic (routes from data)"),
-                RouterSpec("semantic", {"fallback": "knn"}, "semantic (from data) + knn fallback"),
+                *common,
                 RouterSpec(
                     "semantic",
-                    {"routes": builtin, "fallback": "knn"},
+                    {"routes": "builtin:task_types", "map": {"math": MMLU_STRONG}, "fallback": "knn"},
                     "semantic (builtin:task_types, math→gpt-4) + knn fallback",
                 ),
             ],
@@ -229,17 +239,21 @@ def harness(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "routerbench": (
             {"data": "routerbench-subset", "split": "test"},
-            [
-                RouterSpec("knn"),
-                RouterSpec("semantic", {}, "semantic (routes from data)"),
-                RouterSpec("semantic", {"fallback": "knn"}, "semantic (from data) + knn fallback"),
-            ],
+            common,
             ["aiq", "quality_at_best_cost", "cost_share_at_best_quality"],
+        ),
+        "pulze": (
+            {"data": "pulze-v1-strict", "folds": 5, "strong": PULZE_STRONG, "weak": PULZE_WEAK},
+            common,
+            ["apgr", "cpt50", "cpt80"],
         ),
     }
     out: dict[str, Any] = {}
     for name, (setup_kwargs, specs, keys) in runs.items():
+        if args.only and name not in args.only:
+            continue
         setup = build_setup(settings, seed=args.seed, **setup_kwargs)
+        t0 = time.perf_counter()
         doc = run_bench(
             setup,
             specs,
@@ -247,14 +261,21 @@ def harness(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
             latency=latency_factory(quick, encoder),
             latency_sample=args.latency_sample,
             seed=args.seed,
-            factory=factory,
-            bootstrap=0,
+            fold_factory=SemanticFoldFactory(encoder),
+            bootstrap=args.bootstrap,
         )
         out[name] = {
             "setup": {k: str(v) for k, v in setup_kwargs.items()},
+            "n_prompts": doc["n_prompts"],
+            "wall_s": time.perf_counter() - t0,
+            "bootstrap": doc.get("bootstrap"),
             "routers": {
-                key: {k: r.get(k) for k in [*keys, "fit_s", "predict_ms_p50"]}
-                for key, r in doc["routers"].items()
+                key: {
+                    **{k: r.get(k) for k in [*keys, "fit_s", "predict_ms_p50"]},
+                    "vs_baseline": r.get("vs_baseline"),
+                    "vs_baselines": r.get("vs_baselines"),
+                }
+                for key, r in {**doc["routers"], **doc.get("baselines", {})}.items()
             },
         }
     return out
@@ -262,7 +283,9 @@ def harness(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(doc: dict[str, Any]) -> str:
     lines = ["# Semantic routes: built-in task types and the `semantic` family", ""]
-    lines.append(f"`{doc['command']}` — {doc['date_utc']} UTC, embedder {doc['embedder']}.")
+    lines.append(
+        f"`{doc['command']}` — {doc['date_utc']} UTC (task types: {doc.get('task_types_date_utc', doc['date_utc'])} UTC), embedder {doc['embedder']}."
+    )
     lines += ["", "## Task-type accuracy of `builtin:task_types` (no eval data)", ""]
     lines.append("| prompts | n | accuracy | top-1 (no threshold) | no-route share |")
     lines.append("| --- | --- | --- | --- | --- |")
@@ -306,15 +329,25 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for name, run in doc["harness"].items():
         lines += ["", f"## Harness: {name} ({', '.join(f'{k}={v}' for k, v in run['setup'].items())})", ""]
-        keys = list(next(iter(run["routers"].values())))
-        lines.append("| router | " + " | ".join(keys) + " |")
-        lines.append("| --- |" + " --- |" * len(keys))
+        keys = [k for k in next(iter(run["routers"].values())) if k not in ("vs_baseline", "vs_baselines")]
+        lines.append("| router | " + " | ".join(keys) + " | vs strongest trivial baseline (95 % CI) |")
+        lines.append("| --- |" + " --- |" * (len(keys) + 1))
         for key, r in run["routers"].items():
             cells = [
                 "—" if r[k] is None else (f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]))
                 for k in keys
             ]
-            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+            vs = r.get("vs_baseline") or {}
+            ci = vs.get("ci95")
+            cmp = (
+                f"{vs.get('diff', 0):+.3f} vs {vs.get('baseline')}"
+                + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+                if vs
+                else ""
+            )
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {cmp} |")
+        lines.append("")
+        lines.append(f"{run.get('n_prompts')} held-out prompts; wall {run.get('wall_s', 0):.0f} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -327,11 +360,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-subject", type=int, default=20, help="MMLU prompts per subject.")
     parser.add_argument("--latency-sample", type=int, default=200)
     parser.add_argument("--skip-harness", action="store_true")
+    parser.add_argument(
+        "--skip-task-types",
+        action="store_true",
+        help="Keep the task-type section of the existing semantic.json (rerun only the harness).",
+    )
+    parser.add_argument("--only", action="append", help="Harness runs to do: mmlu, routerbench, pulze.")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Paired-bootstrap resamples.")
     args = parser.parse_args(argv)
     settings = settings_for(args.home)
     ensure_dataset(settings, "routellm-mmlu", DATA / "routellm-mmlu")
     ensure_dataset(settings, "routerbench-subset", DATA / "routerbench-subset")
+    ensure_dataset(
+        settings, "pulze-v1-strict", DATA / "pulze-v1" / "results", fmt="pulze-jsonl", pulze_score="strict"
+    )
     t0 = time.perf_counter()
+    previous: dict[str, Any] = {}
+    if (args.out / "semantic.json").is_file():
+        previous = json.loads((args.out / "semantic.json").read_text(encoding="utf-8"))
     doc: dict[str, Any] = {
         "command": "python benchmarks/bench_semantic.py",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -341,9 +387,15 @@ def main(argv: list[str] | None = None) -> None:
             "mmlu_math_subjects": sorted(MMLU_MATH),
             "routerbench": ROUTERBENCH_TYPES,
         },
-        "task_types": task_types(settings, args),
     }
-    doc["harness"] = {} if args.skip_harness else harness(settings, args)
+    if args.skip_task_types and "task_types" in previous:
+        doc["task_types"] = previous["task_types"]
+        doc["task_types_date_utc"] = previous.get("task_types_date_utc", previous.get("date_utc"))
+    else:
+        doc["task_types"] = task_types(settings, args)
+        doc["task_types_date_utc"] = doc["date_utc"]
+    harness_runs = {} if args.skip_harness else harness(settings, args)
+    doc["harness"] = {**previous.get("harness", {}), **harness_runs} if args.only else harness_runs
     doc["wall_s"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "semantic.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")

@@ -21,6 +21,8 @@ SCRIPTS = [
     "bench_routing_pulze.py",
     "bench_backends.py",
     "bench_gateway.py",
+    "bench_reload.py",
+    "bench_drift.py",
     "bench_local_models.py",
 ]
 

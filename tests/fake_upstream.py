@@ -447,9 +447,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--models", default="", help="Comma-separated ids listed by GET /v1/models.")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="Answer every request after this delay.")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     upstream = FakeUpstream(args.host, args.port, api_key=args.api_key, models=models, record=False)
+    if args.delay_s > 0:
+        upstream.inject(Fault("slow", delay_s=args.delay_s, times=None))
     config = uvicorn.Config(
         upstream._app, host=args.host, port=args.port, log_level="warning", lifespan="off", interface="asgi3"
     )

@@ -37,13 +37,13 @@ class StubRouter:
     def predict(self, text: str) -> np.ndarray:
         return np.array([0.2, 0.9]) if "hard" in text else np.array([0.8, 0.85])
 
-    def predict_many(self, texts: list[str]) -> np.ndarray:
+    def predict_many(self, texts: list[str], metadata: Any = None) -> np.ndarray:
         pred = np.stack([self.predict(t) for t in texts])
         return np.hstack([pred, self.engine.prices.estimate(texts)])
 
     split = LoadedRouter.split
 
-    def explain(self, text: str) -> dict[str, Any]:
+    def explain(self, text: str, metadata: Any = None) -> dict[str, Any]:
         return {
             "router": "stub",
             "reason": "stub",

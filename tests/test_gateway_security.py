@@ -137,15 +137,18 @@ def test_metric_labels_of_router_names() -> None:
 
 # -- budgets and rate limits survive a restart ---------------------------------------------------------
 def test_budget_and_rate_limit_counters_survive_a_restart(settings: Settings, upstream: FakeUpstream) -> None:
-    config = make_config(upstream, tenants=[{"name": "acme", "daily_usd": 0.0001}])
+    # reserved ~0.0027 USD (11 prompt tokens: the messages as JSON / 4, + 8 output tokens assumed),
+    # ~0.0011 USD spent of 0.003
+    budgets = {"default_output_tokens": 8}
+    config = make_config(upstream, tenants=[{"name": "acme", "daily_usd": 0.003}], budgets=budgets)
     app = create_app(settings, config)
     with LoopbackServer(app) as server:
         svc = app.state.service
         assert svc.counters.kind == "sql"  # the default (auto) with the default SQLite store
         key, info = app.state.keys.create("acme")
-        assert _chat(server, key).status_code == 200  # ~0.002 USD: the 0.0001 USD budget is spent
+        assert _chat(server, key).status_code == 200  # what is left no longer holds a reservation
         spent = asyncio.run(svc.budgets.state("acme")).spent_day_usd
-        assert spent > 0.0001
+        assert spent > 0.0005
     restarted = create_app(settings, config)  # a new service on the same database
     with LoopbackServer(restarted) as server:
         svc = restarted.state.service

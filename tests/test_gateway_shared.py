@@ -67,7 +67,7 @@ def config(up: FakeUpstream, counters: dict[str, Any]) -> dict[str, Any]:
                 "output_usd_per_mtok": 1000.0,
             }
         ],
-        "tenants": [{"name": "acme", "daily_usd": 0.05}],
+        "tenants": [{"name": "acme", "daily_usd": 0.15}],
         "counters": counters,
     }
 
@@ -88,8 +88,9 @@ def check_shared_limits(a: Any, b: Any) -> None:
 
         spender, _ = b.state.keys.create("acme")
         auth = {"authorization": f"Bearer {spender}"}
-        body = {"model": "pricey", "messages": [{"role": "user", "content": "x" * 400}]}
-        # each call costs ~0.1 USD > the 0.05 USD daily budget: the first passes, then both refuse
+        body = {"model": "pricey", "messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 10}
+        # each call reserves ~0.12 USD and costs ~0.1 USD of the 0.15 USD budget: the first passes, then
+        # both instances refuse (the spend is shared)
         first = httpx.post(sa.url + "/v1/chat/completions", headers=auth, json=body)
         assert first.status_code == 200, first.text
         for s in (sb, sa):

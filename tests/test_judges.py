@@ -349,6 +349,8 @@ def test_oracle_matrix_nine_cells() -> None:
     assert oracle_label("incorrect", "correct") == "Complex_Query"
     assert oracle_label("dont_know", "correct") == "Complex_Query"
     assert oracle_label("incorrect", "incorrect") == "Ambiguous_Query"
+    assert oracle_label("incorrect", "dont_know") == "Complex_Query"  # issue 13
+    assert oracle_label("correct", "dont_know") == "Ambiguous_Query"
     assert oracle_label("dont_know", "dont_know") == "Ambiguous_Query"
     assert set(ORACLE_MATRIX.values()) == {"Standard_Query", "Complex_Query", "Ambiguous_Query"}
     assert oracle_labels(["correct", "incorrect"], ["correct", "correct"]) == [

@@ -26,6 +26,7 @@ LAYERS = {
     "tasks": 7,
     "gateway": 8,
     "sdk": 9,
+    "integrations": 9.5,  # adapters for other tools (LiteLLM): above the SDK, below the CLI
     "cli": 10,
     "migrations": 11,
 }

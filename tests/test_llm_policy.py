@@ -31,7 +31,7 @@ MODELS = ["small", "medium", "large"]
         ("correct", "dont_know", A),
         ("incorrect", "correct", C),
         ("incorrect", "incorrect", A),
-        ("incorrect", "dont_know", A),
+        ("incorrect", "dont_know", C),  # issue 13 names this cell: Complex, not Ambiguous
         ("dont_know", "correct", C),
         ("dont_know", "incorrect", A),
         ("dont_know", "dont_know", A),
@@ -174,9 +174,13 @@ def test_bad_configuration_is_a_clear_error(params: dict[str, object], match: st
 def test_dont_know_verdicts_change_the_labels() -> None:
     X, scores = _data()
     dont_know = np.zeros_like(scores, dtype=bool)
-    dont_know[:, 2] = [t.startswith("hard") for t in X.texts]  # the large model declines the hard ones
+    # the large model declines the easy and the hard ones: (medium correct, large unsure) → Ambiguous;
+    # (medium incorrect, large unsure) → Complex, the cell issue 13 names explicitly
+    dont_know[:, 2] = [not t.startswith("vague") for t in X.texts]
     router = LlmPolicyRouter().fit_with_verdicts(X, scores, MODELS, dont_know)
-    assert router.label_counts_ == {A: 24, S: 12}
+    assert router.label_counts_ == {A: 24, C: 12}
+    without = LlmPolicyRouter().fit(X, scores, MODELS)
+    assert without.label_counts_ == {S: 12, C: 12, A: 12}
 
 
 # -- the real model --------------------------------------------------------------------------------

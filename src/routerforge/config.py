@@ -69,7 +69,28 @@ class IndexSettings(_Section):
     url: str | None = Field(
         default=None, description="Qdrant server URL when kind=qdrant (':memory:' for local mode)."
     )
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Qdrant API key; set it in the environment (ROUTERFORGE_INDEX__API_KEY), not in a file.",
+    )
+    timeout_s: int = Field(default=5, ge=1, le=600, description="Timeout of one Qdrant server request.")
+    hnsw_m: int | None = Field(
+        default=None, ge=4, le=128, description="HNSW edges per node of new server collections (Qdrant: 16)."
+    )
+    hnsw_ef: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="HNSW search width of queries, Edge shard and server (Qdrant default: ef_construct).",
+    )
+    quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: new server collections keep int8 scalar-quantized vectors in RAM (4x less); the "
+        "originals rescore the best candidates (from disk with on_disk: true).",
+    )
+    on_disk: bool = Field(
+        default=False, description="New server collections keep the original vectors on disk (mmap)."
+    )
 
 
 class GatewaySettings(_Section):

@@ -9,6 +9,7 @@ kind          factory                                           chosen when
 ``openai``    ``routerforge.backends.openai_compat:from_spec``  ``provider="openai"`` (the default)
 ``litellm``   ``routerforge.backends.litellm_backend:from_spec`` a provider string with ``/``
 ``llamacpp``  ``routerforge.backends.llamacpp:from_spec``       ``provider="llamacpp"``
+``balanced``  ``routerforge.backends.balance:from_spec``        a model with ``deployments`` (gateway.yaml)
 ============  ================================================  =====================================
 
 Other code adds kinds with :func:`register_backend_kind` (a callable or a ``"module:function"`` path).
@@ -29,6 +30,7 @@ _KINDS: dict[str, BackendFactory | str] = {
     "openai": "routerforge.backends.openai_compat:from_spec",
     "litellm": "routerforge.backends.litellm_backend:from_spec",
     "llamacpp": "routerforge.backends.llamacpp:from_spec",
+    "balanced": "routerforge.backends.balance:from_spec",
 }
 
 

@@ -63,6 +63,7 @@ class Attempt:
     status_code: int | None = None  # upstream HTTP status of a failure, when there was one
     retry: int = 0  # 0 for the first try of this model, 1 for the first retry, …
     ttft_ms: float | None = None  # streams: time to the first chunk
+    started_ns: int = 0  # wall-clock start (time.time_ns()), for trace spans; 0 when skipped
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -234,6 +235,7 @@ class UpstreamPool:
                     attempts.append(Attempt(spec.id, "skipped", 0.0, "circuit open", retry=retry))
                     break
                 start = time.perf_counter()
+                started_ns = time.time_ns()
                 try:
                     try:
                         async with asyncio.timeout(timeout_s):
@@ -248,7 +250,9 @@ class UpstreamPool:
                     latency_ms = (time.perf_counter() - start) * 1000.0
                     redact_error(err, secrets_of(spec.api_key, spec.headers))
                     self._record_failure(spec, err)
-                    attempts.append(Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry))
+                    failed = Attempt(spec.id, "error", latency_ms, str(err), err.status_code, retry)
+                    failed.started_ns = started_ns
+                    attempts.append(failed)
                     delay = self.retry.delay_s(retry + 1, err, self._rng) if err.retryable else None
                     if delay is None or retry == spec.max_retries:
                         break
@@ -258,7 +262,8 @@ class UpstreamPool:
                     breaker.release()
                     raise
                 breaker.record_success()
-                attempt = Attempt(spec.id, "ok", (time.perf_counter() - start) * 1000.0, retry=retry)
+                latency_ms = (time.perf_counter() - start) * 1000.0
+                attempt = Attempt(spec.id, "ok", latency_ms, retry=retry, started_ns=started_ns)
                 attempts.append(attempt)
                 return _Won(value, spec, attempts, attempt, start, timeout_s)
         raise _exhausted(attempts)

@@ -25,6 +25,10 @@ COMMAND_MODULES = (
     "routerforge.cli.quickstart",
     "routerforge.cli.serve",
     "routerforge.cli.recluster",
+    "routerforge.cli.scale",
+    "routerforge.cli.loop",
+    "routerforge.cli.ui",
+    "routerforge.cli.review",
 )
 
 app = typer.Typer(

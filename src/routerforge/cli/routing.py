@@ -287,6 +287,12 @@ def route(
             "--max-latency", min=0, help="Only models whose mean recorded latency is at most this (ms)."
         ),
     ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta", help="What is known about the prompt, KEY=VALUE (e.g. category=law; repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Route one prompt: the chosen model, the predicted score of every model, the knob and why.
@@ -295,7 +301,9 @@ def route(
     """
     from routerforge.policy.rules import RuleSet
     from routerforge.policy.trained import TrainedRouter
+    from routerforge.routers.metadata import parse_meta_items
 
+    metadata = parse_meta_items(meta) or None
     knobs = {"threshold": threshold, "wtp": lam, "tolerance": tolerance}
     given = {k: v for k, v in knobs.items() if v is not None}
     if len(given) > 1:
@@ -314,8 +322,11 @@ def route(
         rules=ruleset,
         max_cost_usd=max_cost,
         max_latency_ms=max_latency,
+        metadata=metadata,
     )
-    explanation = trained.explain(prompt)
+    if metadata:
+        decision.details["metadata"] = metadata
+    explanation = trained.explain(prompt, metadata)
     decision.details["explanation"] = {
         "router": explanation.router,
         "reason": explanation.reason,
@@ -448,6 +459,8 @@ def bench(
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
     console = _console()
     encoder = EmbedderEncoder(embedder, progress=True)
+    from routerforge.evaluate.semantic_routes import SemanticFoldFactory
+
     with Progress(console=console, transient=False) as progress:
         doc = run_bench(
             setup,
@@ -460,6 +473,7 @@ def bench(
             bootstrap=bootstrap,
             keep=keep,
             rules=ruleset,
+            fold_factory=SemanticFoldFactory(encoder),  # semantic: -p routes=FILE|builtin:NAME|category
         )
     if policy == "cascade":
         import numpy as np

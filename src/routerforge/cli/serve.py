@@ -134,7 +134,7 @@ def serve_cmd(
         http_options.update(http="h11", h11_max_incomplete_event_size=gw.limits.max_header_bytes)
         typer.echo("WARNING: httptools is not installed: no deadline for slow request headers.", err=True)
     if workers == 1:
-        app = create_app(settings, gw)
+        app = create_app(settings, gw, config_path=path)  # path: polled by the hot reload
         app.state.service.routing.load_all()  # fail here, with a clear message, on a broken router dir
         uvicorn.run(app, host=host, port=port, **http_options)
         return
@@ -173,15 +173,42 @@ def keys_create(
     name: Annotated[str | None, typer.Option("--name", help="A label for the key.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="May read every tenant's log.")] = False,
     rpm: Annotated[int | None, typer.Option("--rpm", help="Requests per minute for this key.")] = None,
+    tpm: Annotated[
+        int | None, typer.Option("--tpm", help="Tokens (prompt + completion) per minute for this key.")
+    ] = None,
+    daily_usd: Annotated[
+        float | None, typer.Option("--daily-usd", help="This key's own budget per UTC day (USD).")
+    ] = None,
+    monthly_usd: Annotated[
+        float | None, typer.Option("--monthly-usd", help="This key's own budget per UTC month (USD).")
+    ] = None,
     config: GatewayConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create a key. The secret is printed once; only its hash is stored."""
+    """Create a key. The secret is printed once; only its hash is stored. A key's own budgets and limits
+    are enforced besides its tenant's and organisation's."""
     settings, gw, _ = _load(ctx, config)
-    secret, info = _keystore(settings, gw).create(tenant, name=name, admin=admin, requests_per_minute=rpm)
+    secret, info = _keystore(settings, gw).create(
+        tenant,
+        name=name,
+        admin=admin,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        daily_usd=daily_usd,
+        monthly_usd=monthly_usd,
+    )
     if as_json:
         print_json(
-            {"id": info.id, "tenant": info.tenant, "key": secret, "admin": info.is_admin, "name": info.name}
+            {
+                "id": info.id,
+                "tenant": info.tenant,
+                "key": secret,
+                "admin": info.is_admin,
+                "name": info.name,
+                "daily_usd": info.daily_usd,
+                "monthly_usd": info.monthly_usd,
+                "tpm": info.tokens_per_minute,
+            }
         )
         return
     typer.echo(secret)
@@ -207,6 +234,9 @@ def keys_list(
             "prefix": k.prefix + "…",
             "admin": k.is_admin,
             "rpm": k.requests_per_minute,
+            "tpm": k.tokens_per_minute,
+            "daily_usd": k.daily_usd,
+            "monthly_usd": k.monthly_usd,
             "created_at": k.created_at.isoformat(timespec="seconds"),
             "revoked_at": k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else None,
         }

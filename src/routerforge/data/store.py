@@ -154,6 +154,18 @@ class Store:
         assert pk is not None
         return int(pk[0])
 
+    def ensure_dataset(
+        self, conn: Connection, name: str, source: str | None = None, description: str | None = None
+    ) -> int:
+        """The id of dataset ``name`` inside the caller's transaction, created when missing
+        (:mod:`routerforge.data.bulk` writes chunk by chunk through this)."""
+        return self._ensure_dataset(conn, name, source, description)
+
+    def count_prompts(self, dataset: str) -> int:
+        """How many prompts ``dataset`` holds (one indexed count, cheap at millions)."""
+        with self.engine.connect() as conn:
+            return self._count_prompts(conn, self._dataset_id(conn, dataset))
+
     def has_dataset(self, name: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(_D.c.id).where(_D.c.name == name)).scalar() is not None
@@ -304,7 +316,11 @@ class Store:
         return {key: int(pid) for key, pid in found}
 
     def _upsert_records(self, conn: Connection, ids: dict[str, int], records: Sequence[EvalRecord]) -> None:
-        rows = [record_row(r, ids[r.prompt_key]) for r in records]
+        self.upsert_record_rows(conn, [record_row(r, ids[r.prompt_key]) for r in records])
+
+    def upsert_record_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Write eval-record rows (:func:`~routerforge.data.resolve.record_row`); each replaces its
+        (prompt, model) cell."""
         replace = (
             "score",
             "dimensions",

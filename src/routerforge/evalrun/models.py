@@ -35,25 +35,29 @@ def local_candidate(
     max_tokens: int = 48,
     nominal_prices: bool = False,
     n_threads: int = 1,
+    prices: tuple[float, float] | None = None,
 ) -> Candidate:
-    """A candidate for a local GGUF model. ``nominal_prices`` gives it a made-up price per parameter."""
+    """A candidate for a local GGUF model. ``prices`` (USD per million input, output tokens) are the ones
+    registered for it (``routerforge models add``); else ``nominal_prices`` gives it a made-up price per
+    parameter; else it is free."""
     from routerforge.backends.llamacpp import LlamaCppBackend, find_local_model
 
     spec = find_local_model(name.removeprefix(LOCAL_PREFIX))
     price = spec.nominal_price_usd_per_mtok() if nominal_prices else 0.0
+    price_in, price_out = prices if prices is not None else (price, price)
     backend = LlamaCppBackend(
         spec,
         cache_dir=cache_dir,
         n_threads=n_threads,
         default_max_tokens=max_tokens,
-        input_usd_per_mtok=price,
-        output_usd_per_mtok=price,
+        input_usd_per_mtok=price_in,
+        output_usd_per_mtok=price_out,
     )
     return Candidate(
         id=spec.id,
         backend=backend,
-        input_usd_per_mtok=price,
-        output_usd_per_mtok=price,
+        input_usd_per_mtok=price_in,
+        output_usd_per_mtok=price_out,
         max_tokens=max_tokens,
     )
 
@@ -79,9 +83,17 @@ def resolve_candidates(
     registered = {m.id: m for m in store.list_models()}
     for name in names:
         if is_local(name):
+            own = registered.get(name)  # prices registered for a local model (the quickstart's nominal ones)
+            prices = None
+            if own is not None and None not in (own.input_usd_per_mtok, own.output_usd_per_mtok):
+                prices = (float(own.input_usd_per_mtok), float(own.output_usd_per_mtok))
             out.append(
                 local_candidate(
-                    name, cache_dir=cache_dir, max_tokens=max_tokens, nominal_prices=nominal_prices
+                    name,
+                    cache_dir=cache_dir,
+                    max_tokens=max_tokens,
+                    nominal_prices=nominal_prices,
+                    prices=prices,
                 )
             )
             continue

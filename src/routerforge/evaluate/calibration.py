@@ -256,7 +256,9 @@ def calibrate_router(
             hint="Split the data first (`routerforge data split`), train on the train side and calibrate on the rest.",
         )
     held = sub.take(rows)
-    pred, decision = trained.score(held.prompts)
+    from routerforge.routers.metadata import batch_meta  # the metadata a request would carry
+
+    pred, decision = trained.score(held.prompts, batch_meta(held.categories, held.metadata))
     costs = query_prices(held.prompts, names, held.costs, catalog)
     costs = np.where(np.isfinite(costs), costs, decision)
     binary = target.kind in ("strong-share", "pgr") or len(candidates) == 2

@@ -45,6 +45,7 @@ from routerforge.policy.engine import DecisionEngine, strong_weak
 from routerforge.policy.pricing import mean_costs, query_prices
 from routerforge.policy.rules import RuleSet
 from routerforge.routers.base import PromptBatch, Router
+from routerforge.routers.metadata import batch_meta
 
 
 class Encoder(Protocol):
@@ -146,6 +147,11 @@ class BenchSetup:
         return self.test_matrix if self.test_matrix is not None else self.matrix
 
 
+# A new unfitted router for a spec and one fold: (spec, the fold's training rows, the training matrix with
+# the run's models) — for routers built from training-prompt data (semantic routes from categories).
+FoldFactory = Callable[[RouterSpec, np.ndarray, ScoreMatrix], Router]
+
+
 def registry_factory(spec: RouterSpec) -> Router:
     """A new, unfitted router from the registry."""
     from routerforge.routers.registry import create_router
@@ -203,6 +209,8 @@ def run_bench(
     keep: dict[str, Any] | None = None,
     bootstrap: int = 1000,
     rules: RuleSet | None = None,
+    test_metadata: bool = True,
+    fold_factory: FoldFactory | None = None,
 ) -> dict[str, Any]:
     """Run every router over every fold and return the results document (see docs/evaluation.md).
 
@@ -212,7 +220,11 @@ def run_bench(
     new unfitted router for a spec (default: the router registry). ``keep``, when given, receives the
     out-of-fold predictions (``predicted[key]``, rows ``rows`` of the test matrix, columns ``models``).
     ``bootstrap`` resamples (seeded by ``seed``; 0: no intervals) give each router's interval against the
-    strongest trivial baseline.
+    strongest trivial baseline. Routers see each prompt's metadata (``routers.metadata.batch_meta``: the
+    category column and routing-time keys of the records) at fit and predict; ``test_metadata=False`` hides
+    it from the held-out prompts (routing without metadata). ``fold_factory``, when given, replaces
+    ``factory``: it also receives the fold's training rows and the training matrix, never the held-out rows
+    (``evaluate.semantic_routes.SemanticFoldFactory``: routes files and routes from the category column).
     """
     make = factory or registry_factory
 
@@ -232,9 +244,19 @@ def run_bench(
         trained_rows = np.unique(np.concatenate([np.asarray(f.train, dtype=np.int64) for f in setup.folds]))
         fit_encoder([train_m.prompts[i] for i in trained_rows])
     train_dense = encoder.dense(train_m.prompts)
-    train_batch = PromptBatch(list(train_m.prompts), train_dense, encoder.sparse(train_m.prompts, "document"))
+    train_batch = PromptBatch(
+        list(train_m.prompts),
+        train_dense,
+        encoder.sparse(train_m.prompts, "document"),
+        meta=batch_meta(train_m.categories, train_m.metadata),
+    )
     test_dense = train_dense if setup.test_matrix is None else encoder.dense(test_m.prompts)
-    test_batch = PromptBatch(list(test_m.prompts), test_dense, encoder.sparse(test_m.prompts, "query"))
+    test_batch = PromptBatch(
+        list(test_m.prompts),
+        test_dense,
+        encoder.sparse(test_m.prompts, "query"),
+        meta=batch_meta(test_m.categories, test_m.metadata) if test_metadata else None,
+    )
 
     folds = [eval_fold(f, train_m, test_m, pair is not None) for f in setup.folds]
     for fold in folds:
@@ -255,7 +277,7 @@ def run_bench(
         for k, fold in enumerate(folds):
             if progress is not None:
                 progress.update(task, description=f"{spec.key}: fit {fold.name} ({k + 1}/{len(folds)})")
-            router = make(spec)
+            router = make(spec) if fold_factory is None else fold_factory(spec, fold.train, train_m)
             t0 = time.perf_counter()
             router.fit(train_batch.take(fold.train), train_m.scores[fold.train], models)
             pred.fit_s.append(time.perf_counter() - t0)

@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``POST /v1/route``,
 ``POST /v1/feedback``, ``GET /v1/logs`` and ``GET /v1/logs/{id}`` (own tenant; admin keys: any),
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``; the dashboard under ``/ui`` (``gateway/ui``, admin keys);
+``/v1/admin/promote|rollback|reload|state`` (``gateway/admin.py``, admin keys); ``GET /v1/admin/drift``
+(``gateway/drift.py``, admin keys).
 
 Errors become responses in one place, :func:`error_response`: a ``RouterForgeError`` answers with its
 ``http_status`` / ``error_type`` (looked up along the class's MRO, so subclasses inherit them) and an
@@ -25,6 +27,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -151,6 +154,7 @@ def create_app(
     *,
     service: GatewayService | None = None,
     store: bool = True,
+    config_path: str | Path | None = None,
 ) -> FastAPI:
     """The gateway app. ``service`` may be passed in (tests, the SDK); else it is built from the settings."""
     svc = service or GatewayService.from_settings(settings, gateway_config, store=store)
@@ -176,6 +180,14 @@ def create_app(
     )
     app.state.service = svc
     app.state.keys = keys
+    if gateway_config.reload.enabled and svc.reloader is None:  # hot reload (gateway/reload.py)
+        from routerforge.gateway.reload import Reloader
+
+        svc.reloader = Reloader(svc, config_path, base_config=gateway_config, keys=keys)
+    if keys is not None and svc.db is not None:  # the dashboard (gateway/ui): admin keys only
+        from routerforge.gateway.ui import UIContext, build_router
+
+        app.include_router(build_router(UIContext(settings, gateway_config, svc.db, keys, svc)), prefix="/ui")
     limits = gateway_config.limits
 
     @app.exception_handler(RouterForgeError)
@@ -200,8 +212,13 @@ def create_app(
         return principal
 
     async def limit(principal: Principal) -> None:
-        rpm = principal.requests_per_minute or gateway_config.tenant(principal.tenant).requests_per_minute
-        await svc.limiter.check(principal.key_id or principal.tenant, rpm)
+        tenant_rpm = gateway_config.tenant(principal.tenant).requests_per_minute  # all the tenant's keys
+        await svc.limiter.check(
+            principal.key_id or principal.tenant,
+            principal.requests_per_minute,
+            tenant=principal.tenant,
+            tenant_per_minute=tenant_rpm,
+        )
 
     async def identify(request: Request) -> Principal:
         """The caller of a valid key. Without ``require_auth`` any other token (the openai client always
@@ -229,6 +246,8 @@ def create_app(
         """Identify the caller, apply the rate limit and parse the body. A refusal (401, 429, 400) is
         logged under ``request_id`` before it propagates: every request id has its log row."""
         request.state.request_id = request_id
+        if svc.telemetry is not None:  # a caller's W3C trace context: the request span joins its trace
+            svc.telemetry.remote_parent(request.headers.get("traceparent"), request.headers.get("tracestate"))
         principal: Principal | None = None
         try:
             principal = await identify(request)
@@ -321,6 +340,10 @@ def create_app(
         row = await anyio.to_thread.run_sync(svc.request_log.find_for, principal, request_id)
         return JSONResponse(json.loads(json.dumps(row, default=str)))
 
+    from routerforge.gateway.admin import register as register_admin
+
+    register_admin(app, svc, settings, identify, parse_body)  # /v1/admin/*: promote, rollback, reload
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -333,6 +356,7 @@ def create_app(
             "routers_failed": len(svc.routing.failed),  # named in the gateway's log, not to anonymous callers
             "models": len(gateway_config.models),
             "breakers": svc.pool.breaker_states(),
+            "state": svc.reloader.status() if svc.reloader is not None else None,  # hot reload
         }
         return JSONResponse(body, status_code=200 if svc.ready else 503)
 
@@ -351,6 +375,36 @@ def create_app(
                 )
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
+    @app.get("/v1/admin/drift")
+    async def drift(request: Request, model: str | None = None, refresh: bool = False) -> JSONResponse:
+        """Drift and quality alerts per synthetic model (gateway/drift.py): the cached reports, or fresh
+        ones with ``refresh=true``. Admin keys only."""
+        from routerforge.errors import PermissionDeniedError
+
+        if not (await authenticate(request)).is_admin:
+            raise PermissionDeniedError("Drift reports need an admin key.")
+        monitor = svc.drift
+        if monitor is None:
+            raise ValidationError("This gateway runs without a store: no request log to compare.")
+        if model is not None:
+            check_name(model, "model")
+            if model not in monitor.names:
+                from routerforge.errors import NotFoundError
+
+                raise NotFoundError(
+                    f"No synthetic model {model!r} in the gateway config.",
+                    hint=f"Named synthetic models: {', '.join(monitor.names) or 'none'}.",
+                )
+        names = [model] if model is not None else monitor.names
+        if refresh or any(n not in monitor.reports for n in names):
+            await anyio.to_thread.run_sync(lambda: monitor.refresh([model] if model else None))
+        body = {
+            "object": "drift",
+            "data": [monitor.reports[n].to_dict() for n in names if n in monitor.reports],
+            "errors": {n: e for n, e in monitor.errors.items() if n in names},
+        }
+        return JSONResponse(body)
+
     return app
 
 
@@ -361,4 +415,5 @@ def app_from_environment() -> FastAPI:
     from routerforge.gateway.config import load_gateway_config
 
     settings = load_settings()
-    return create_app(settings, load_gateway_config(settings.gateway.config_file))
+    path = settings.gateway.config_file
+    return create_app(settings, load_gateway_config(path), config_path=path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -31,6 +32,9 @@ class Principal:
     key_id: str | None
     is_admin: bool = False
     requests_per_minute: int | None = None
+    daily_usd: float | None = None  # the key's own budgets and token rate (None: only the tenant's)
+    monthly_usd: float | None = None
+    tokens_per_minute: int | None = None
 
 
 def load_pepper(home: Path, env_name: str | None = None) -> bytes:
@@ -71,10 +75,19 @@ class KeyStore:
         name: str | None = None,
         admin: bool = False,
         requests_per_minute: int | None = None,
+        daily_usd: float | None = None,
+        monthly_usd: float | None = None,
+        tokens_per_minute: int | None = None,
     ) -> tuple[str, KeyInfo]:
         """Create a key; returns ``(secret, info)``. The secret is shown once and never stored."""
         if not tenant or len(tenant) > 128:
             raise ConfigError("A tenant name must hold 1 to 128 characters.")
+        for label, value in (("--daily-usd", daily_usd), ("--monthly-usd", monthly_usd)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{label} must be a finite number ≥ 0, got {value}.")
+        for label, count in (("--rpm", requests_per_minute), ("--tpm", tokens_per_minute)):
+            if count is not None and count < 1:
+                raise ConfigError(f"{label} must be at least 1, got {count}.")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         info = self.db.add_key(
             key_id="key_" + secrets.token_hex(6),
@@ -84,7 +97,11 @@ class KeyStore:
             name=name,
             is_admin=admin,
             requests_per_minute=requests_per_minute,
+            daily_usd=daily_usd,
+            monthly_usd=monthly_usd,
+            tokens_per_minute=tokens_per_minute,
         )
+        self._changed()
         return secret, info
 
     def revoke(self, key_id: str) -> None:
@@ -92,8 +109,19 @@ class KeyStore:
             raise AuthError(
                 f"No active key with id {key_id!r}.", hint="List keys with `routerforge keys list`."
             )
+        self.forget()
+        self._changed()
+
+    def forget(self) -> None:
+        """Drop every cached verdict (the hot reload calls it when another process changed keys)."""
         with self._lock:
             self._cache.clear()
+
+    def _changed(self) -> None:
+        """Bump the gateway state version: every replica's hot reload forgets its cached verdicts."""
+        from routerforge.gateway.assignments import Assignments
+
+        Assignments(self.db.engine).bump()
 
     def lookup(self, secret: str) -> KeyInfo | None:
         """The key's record if ``secret`` is a valid, unrevoked key (cached; safe to call from threads)."""
@@ -137,4 +165,7 @@ def principal_of(info: KeyInfo) -> Principal:
         key_id=info.id,
         is_admin=info.is_admin,
         requests_per_minute=info.requests_per_minute,
+        daily_usd=info.daily_usd,
+        monthly_usd=info.monthly_usd,
+        tokens_per_minute=info.tokens_per_minute,
     )

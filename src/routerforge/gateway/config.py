@@ -40,9 +40,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from routerforge.backends.balance import BalanceConfig, DeploymentConfig, deployment_options
 from routerforge.backends.spec import ModelSpec
 from routerforge.config import env_value
 from routerforge.errors import ConfigError
+from routerforge.gateway.telemetry import TelemetryConfig
 
 PolicyKind = Literal["threshold", "wtp", "tolerance"]
 
@@ -63,6 +65,14 @@ class ModelConfig(ModelSpec):
     fallbacks: list[str] = Field(
         default_factory=list, description="Models tried, in order, when this one fails."
     )
+    deployments: list[DeploymentConfig] = Field(
+        default_factory=list,
+        description="Several deployments of this model (base_url, api_key_env, weight), load-balanced "
+        "(backends/balance.py); instead of base_url.",
+    )
+    balance: BalanceConfig = Field(
+        default_factory=BalanceConfig, description="Strategy and cooldowns across deployments."
+    )
 
     @model_validator(mode="after")
     def _no_inline_key(self) -> ModelConfig:
@@ -71,12 +81,27 @@ class ModelConfig(ModelSpec):
                 f"model {self.id!r}: do not write the API key into the config; put it in an environment "
                 "variable and name that variable with api_key_env"
             )
+        if self.deployments and self.base_url is not None:
+            raise ValueError(
+                f"model {self.id!r}: give either base_url or deployments (each with its base_url), not both"
+            )
         return self
 
     def to_spec(self) -> ModelSpec:
-        """The :class:`ModelSpec` the backends call, with the key read from ``api_key_env``."""
+        """The :class:`ModelSpec` the backends call, with the key read from ``api_key_env``; a model with
+        deployments becomes one of backend kind ``balanced`` (each deployment's key read the same way)."""
         key = env_value(self.api_key_env) if self.api_key_env else None
-        values = self.model_dump(exclude={"api_key_env", "fallbacks", "api_key"})
+        values = self.model_dump(exclude={"api_key_env", "fallbacks", "api_key", "deployments", "balance"})
+        if self.deployments:
+            keys = []
+            for d in self.deployments:
+                value = env_value(d.api_key_env) if d.api_key_env else key
+                keys.append(SecretStr(value) if value else None)
+            values["options"] = {
+                **values["options"],
+                **deployment_options(self.deployments, self.balance, keys, self.kind),
+            }
+            values["kind"] = "balanced"
         return ModelSpec(**values, api_key=SecretStr(key) if key else None)
 
 
@@ -120,6 +145,40 @@ class CascadeConfig(_Strict):
     order: list[str] | None = Field(default=None, description="Order to try (default: cheapest first).")
 
 
+class CandidateRouterConfig(_Strict):
+    """A candidate router beside a synthetic model's serving one (``shadow:`` or ``canary:``; docs/review.md).
+
+    It decides over the synthetic model's candidates with its rules; only the router and the policy differ."""
+
+    router: str = Field(description="Router directory name under the routers dir, or a path.")
+    share: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests (chosen by a hash of the request id)."
+    )
+    kind: PolicyKind | None = Field(
+        default=None, description="Policy kind (default: the synthetic model's, else calibrated)."
+    )
+    knob: float | None = Field(default=None, ge=0, description="Policy knob (default: calibrated).")
+    wait_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="shadow: how long a request that ends before its shadow decision waits for it "
+        "(then logged as a timeout); 0: never wait.",
+    )
+
+
+class ReloadConfig(_Strict):
+    """Hot reload (gateway/reload.py): what every gateway process polls, and how often."""
+
+    enabled: bool = Field(default=True, description="Poll for promotions and config changes.")
+    interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Seconds between polls of the state version (one indexed row) and the config file.",
+    )
+
+
 class SyntheticModelConfig(_Strict):
     """A named synthetic model: a router artifact + candidate models + a policy."""
 
@@ -138,6 +197,12 @@ class SyntheticModelConfig(_Strict):
         default_factory=list,
         description="Ordered rules applied before the router (name, when, then); see docs/policies.md.",
     )
+    shadow: CandidateRouterConfig | None = Field(
+        default=None, description="A candidate that decides alongside, logged only (decision.shadow)."
+    )
+    canary: CandidateRouterConfig | None = Field(
+        default=None, description="A candidate whose decision serves `share` of requests."
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> SyntheticModelConfig:
@@ -155,6 +220,16 @@ class SyntheticModelConfig(_Strict):
                 raise ValueError(f"cascade.order names {bad}, which are not among models {self.models}")
         return self
 
+    @model_validator(mode="after")
+    def _check_candidates(self) -> SyntheticModelConfig:
+        for arm in ("shadow", "canary"):
+            cand = getattr(self, arm)
+            if cand is not None and cand.knob is not None and (cand.kind or self.policy.kind) is None:
+                raise ValueError(
+                    f"{arm}.knob needs a policy kind: set {arm}.kind (threshold, wtp or tolerance)"
+                )
+        return self
+
     def ruleset(self) -> Any:
         """The validated :class:`~routerforge.policy.rules.RuleSet` of this synthetic model."""
         from routerforge.policy.rules import RuleSet
@@ -167,13 +242,53 @@ class TenantConfig(_Strict):
     daily_usd: float | None = Field(default=None, ge=0)
     monthly_usd: float | None = Field(default=None, ge=0)
     training_opt_out: bool = False
-    requests_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute of the whole tenant (all its keys together)."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Tokens (prompt + completion) per minute of the whole tenant."
+    )
+    organisation: str | None = Field(
+        default=None, description="The organisation (`organisations:`) whose budget this tenant shares."
+    )
+
+
+class OrganisationConfig(_Strict):
+    """An organisation: several tenants sharing one budget (every level is enforced; docs/gateway.md)."""
+
+    name: str
+    daily_usd: float | None = Field(default=None, ge=0)
+    monthly_usd: float | None = Field(default=None, ge=0)
+    tenants: list[str] = Field(default_factory=list, description="Tenants of this organisation.")
+
+
+class BudgetsConfig(_Strict):
+    """How a request's cost is reserved before the upstream call (gateway/budgets.py)."""
+
+    default_output_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="Output tokens assumed by the reservation when a request sets no max_tokens "
+        "(max_completion_tokens); capped by the model's max_output_tokens.",
+    )
+    lease_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A reservation not settled within this time (its replica was killed) expires and "
+        "frees its budget; keep it above the longest request (timeouts × retries × fallbacks).",
+    )
 
 
 class LimitsConfig(_Strict):
     """What one request may hold and how long it may take to arrive (docs/gateway.md, Limits and security)."""
 
     requests_per_minute: int = Field(default=600, ge=1, description="Per API key, fixed one-minute windows.")
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Per API key (unless the key sets its own): prompt + completion tokens per one-minute "
+        "window, reserved before the upstream call and settled after (None: no limit).",
+    )
     max_prompt_chars: int = Field(
         default=200_000,
         ge=1,
@@ -247,6 +362,18 @@ class LoggingConfig(_Strict):
     flush_interval_s: float = Field(
         default=0.2, gt=0, description="async durability: how often queued rows are written."
     )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete logged requests (with their attempts and feedback) older than this many days, "
+        "in small batches every prune_interval_s; unset: keep everything (see `routerforge prune-logs`).",
+    )
+    prune_interval_s: float = Field(
+        default=3600.0, ge=1, description="With retention_days: how often the gateway prunes the log."
+    )
+    prune_batch_size: int = Field(
+        default=2000, ge=1, le=100_000, description="Requests deleted per pruning transaction."
+    )
 
     def compiled(self) -> list[re.Pattern[str]]:
         return [re.compile(p) for p in self.redact_patterns]
@@ -305,6 +432,54 @@ class MetricsConfig(_Strict):
         return hmac.compare_digest(token.encode(), expected.encode())
 
 
+class DriftConfig(_Strict):
+    """Drift and quality alerts per synthetic model (gateway/drift.py; thresholds explained in docs/drift.md)."""
+
+    enabled: bool = Field(default=True, description="Compute drift in the background of the gateway.")
+    interval_s: float = Field(default=600.0, ge=1, description="Seconds between background computations.")
+    window_hours: float = Field(default=24.0, gt=0, description="Recent traffic: requests of the last hours.")
+    max_requests: int = Field(
+        default=1000, ge=1, le=100_000, description="…and at most this many of the newest of them."
+    )
+    max_reference: int = Field(
+        default=2000,
+        ge=10,
+        le=50_000,
+        description="Training (and held-out) prompts sampled as the reference (embedded once, cached).",
+    )
+    low_percentile: float = Field(
+        default=5.0,
+        gt=0,
+        lt=50,
+        description="A prompt is poorly covered when its nearest training neighbour is less similar than "
+        "this percentile of the training prompts' own (leave-one-out) nearest-neighbour similarity.",
+    )
+    min_requests: int = Field(
+        default=50,
+        ge=5,
+        description="Fewer prompts in the window: coverage and share say 'insufficient data'.",
+    )
+    min_reference: int = Field(default=30, ge=5, description="Fewer reference prompts: 'insufficient data'.")
+    min_feedback: int = Field(default=30, ge=3, description="Fewer rated requests: 'insufficient data'.")
+    p_value: float = Field(
+        default=0.01, gt=0, lt=0.5, description="warn/alert also need the test's p-value (or CI) below this."
+    )
+    coverage_warn: float = Field(default=0.10, gt=0, le=1, description="Poorly covered share for warn.")
+    coverage_alert: float = Field(default=0.20, gt=0, le=1, description="Poorly covered share for alert.")
+    share_warn: float = Field(default=0.15, gt=0, le=1, description="Chosen-model share TVD for warn.")
+    share_alert: float = Field(default=0.30, gt=0, le=1, description="Chosen-model share TVD for alert.")
+    feedback_warn: float = Field(default=0.10, gt=0, le=1, description="|feedback − predicted| for warn.")
+    feedback_alert: float = Field(default=0.20, gt=0, le=1, description="|feedback − predicted| for alert.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftConfig:
+        for name in ("coverage", "share", "feedback"):
+            warn, alert = getattr(self, f"{name}_warn"), getattr(self, f"{name}_alert")
+            if alert < warn:
+                raise ValueError(f"drift.{name}_alert ({alert}) must be ≥ drift.{name}_warn ({warn})")
+        return self
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     synthetic_models: list[SyntheticModelConfig] = Field(default_factory=list)
@@ -322,6 +497,13 @@ class GatewayConfig(_Strict):
         description="Env var with the API-key pepper (default: a 0600 file in the home directory).",
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    organisations: list[OrganisationConfig] = Field(default_factory=list)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig, description="OpenTelemetry traces and metrics (off by default)."
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:
@@ -346,7 +528,40 @@ class GatewayConfig(_Strict):
         tnames = [t.name for t in self.tenants]
         if len(set(tnames)) != len(tnames):
             raise ValueError("duplicate tenant names")
+        self._check_organisations()
         return self
+
+    def _check_organisations(self) -> None:
+        onames = [o.name for o in self.organisations]
+        if len(set(onames)) != len(onames):
+            raise ValueError("duplicate organisation names")
+        member: dict[str, str] = {}
+        for o in self.organisations:
+            for name in o.tenants:
+                if member.setdefault(name, o.name) != o.name:
+                    raise ValueError(
+                        f"tenant {name!r} is in two organisations: {member[name]!r} and {o.name!r}"
+                    )
+        for t in self.tenants:
+            if t.organisation is None:
+                continue
+            if t.organisation not in onames:
+                raise ValueError(
+                    f"tenant {t.name!r}: unknown organisation {t.organisation!r}; known: {sorted(onames)}"
+                )
+            if member.setdefault(t.name, t.organisation) != t.organisation:
+                raise ValueError(
+                    f"tenant {t.name!r} names organisation {t.organisation!r} but is listed under "
+                    f"{member[t.name]!r}"
+                )
+
+    def organisation_of(self, tenant: str) -> OrganisationConfig | None:
+        """The organisation of ``tenant`` (``tenant.organisation`` or an ``organisations[].tenants`` entry)."""
+        name = self.tenant(tenant).organisation
+        for o in self.organisations:
+            if o.name == name or (name is None and tenant in o.tenants):
+                return o
+        return None
 
     def model(self, model_id: str) -> ModelConfig | None:
         for m in self.models:

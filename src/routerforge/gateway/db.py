@@ -62,6 +62,10 @@ class GwApiKey(Base):
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # the key's own limits (revision 0130): enforced besides its tenant's and organisation's
+    daily_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    monthly_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class GwRequest(Base):
@@ -95,7 +99,22 @@ class GwRequest(Base):
     upstream_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     total_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    __table_args__ = (Index("ix_gw_requests_tenant_time", "tenant", "created_at"),)
+    __table_args__ = (
+        Index("ix_gw_requests_tenant_time", "tenant", "created_at"),
+        Index(  # the dashboard's window scans (migration 0110_ui_indexes): created_at first, covering
+            "ix_gw_requests_ui_time",
+            "created_at",
+            "synthetic_model",
+            "requested_model",
+            "answered_model",
+            "chosen_model",
+            "status",
+            "tenant",
+            "cost_usd",
+            "routing_ms",
+            "upstream_ms",
+        ),
+    )
 
 
 class GwAttempt(Base):
@@ -122,6 +141,8 @@ class GwFeedback(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
+    __table_args__ = (Index("ix_gw_feedback_created_at", "created_at"),)  # migration 0110_ui_indexes
+
 
 class GwCounter(Base):
     """Shared counters (rate-limit windows, budget spend) when several processes share one database."""
@@ -143,6 +164,9 @@ class KeyInfo:
     requests_per_minute: int | None
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    tokens_per_minute: int | None = None
 
 
 def _key_info(row: Any) -> KeyInfo:
@@ -155,6 +179,9 @@ def _key_info(row: Any) -> KeyInfo:
         requests_per_minute=row["requests_per_minute"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        daily_usd=row["daily_usd"],
+        monthly_usd=row["monthly_usd"],
+        tokens_per_minute=row["tokens_per_minute"],
     )
 
 
@@ -185,15 +212,12 @@ class GatewayDB:
 
     # -- tenants --------------------------------------------------------------------------------
     def ensure_tenant(self, name: str, *, training_opt_out: bool | None = None) -> None:
-        with self.engine.begin() as conn:
-            row = conn.execute(select(GwTenant.name).where(GwTenant.name == name)).first()
-            if row is None:
-                conn.execute(
-                    insert(GwTenant).values(
-                        name=name, training_opt_out=bool(training_opt_out), created_at=utcnow()
-                    )
-                )
-            elif training_opt_out is not None:
+        with self.engine.begin() as conn:  # insert-or-nothing: replicas starting together on a new database
+            ins = dialect_insert(conn)(GwTenant).values(
+                name=name, training_opt_out=bool(training_opt_out), created_at=utcnow()
+            )
+            created = conn.execute(ins.on_conflict_do_nothing(index_elements=[GwTenant.name])).rowcount
+            if not created and training_opt_out is not None:
                 conn.execute(
                     update(GwTenant).where(GwTenant.name == name).values(training_opt_out=training_opt_out)
                 )
@@ -215,6 +239,9 @@ class GatewayDB:
         name: str | None,
         is_admin: bool,
         requests_per_minute: int | None,
+        daily_usd: float | None = None,
+        monthly_usd: float | None = None,
+        tokens_per_minute: int | None = None,
     ) -> KeyInfo:
         self.ensure_tenant(tenant)
         now = utcnow()
@@ -229,9 +256,24 @@ class GatewayDB:
                     is_admin=is_admin,
                     requests_per_minute=requests_per_minute,
                     created_at=now,
+                    daily_usd=daily_usd,
+                    monthly_usd=monthly_usd,
+                    tokens_per_minute=tokens_per_minute,
                 )
             )
-        return KeyInfo(key_id, tenant, name, prefix, is_admin, requests_per_minute, now, None)
+        return KeyInfo(
+            key_id,
+            tenant,
+            name,
+            prefix,
+            is_admin,
+            requests_per_minute,
+            now,
+            None,
+            daily_usd,
+            monthly_usd,
+            tokens_per_minute,
+        )
 
     def key_by_hash(self, key_hash: str) -> KeyInfo | None:
         with self.engine.connect() as conn:

@@ -72,6 +72,10 @@ def _status(value: str) -> str:
     return value if value.isdigit() and len(value) == 3 else OTHER
 
 
+def _drift_check(value: str) -> str:
+    return value if value in ("coverage", "share", "feedback") else OTHER
+
+
 class BoundedMetric:
     """A labelled prometheus metric whose label values go through ``normalise`` (one per label, or None)."""
 
@@ -162,6 +166,70 @@ class GatewayMetrics:
         )
         self.log_queue_rows = Gauge(
             "routerforge_log_rows_written", "Request-log rows written by this process.", registry=r
+        )
+        # drift and quality alerts (gateway/drift.py, docs/drift.md); router = a synthetic model name
+        self.drift_coverage = BoundedMetric(
+            Gauge(
+                "routerforge_drift_low_coverage_share",
+                "Share of recent prompts whose nearest training prompt is less similar than the training "
+                "prompts' own 5th-percentile nearest-neighbour similarity (about 0.05 without drift).",
+                ["router"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
+        )
+        self.drift_share_tvd = BoundedMetric(
+            Gauge(
+                "routerforge_drift_share_tvd",
+                "Total variation distance between recent chosen-model shares and the reference's.",
+                ["router"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
+        )
+        self.drift_feedback_gap = BoundedMetric(
+            Gauge(
+                "routerforge_drift_feedback_gap",
+                "Mean feedback rating minus the predicted score of the answering model (recent window).",
+                ["router"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
+        )
+        self.drift_status = BoundedMetric(
+            Gauge(
+                "routerforge_drift_status",
+                "Overall drift status: -1 insufficient data, 0 ok, 1 warn, 2 alert.",
+                ["router"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
+        )
+        self.drift_check_status = BoundedMetric(
+            Gauge(
+                "routerforge_drift_check_status",
+                "Status of one drift check (coverage, share, feedback): -1 insufficient data, 0 ok, 1 warn, "
+                "2 alert.",
+                ["router", "check"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
+            _drift_check,
+        )
+        self.drift_window = BoundedMetric(
+            Gauge(
+                "routerforge_drift_window_requests",
+                "Requests in the window the drift checks last looked at.",
+                ["router"],
+                registry=r,
+                multiprocess_mode="mostrecent",
+            ),
+            model,
         )
 
     @classmethod

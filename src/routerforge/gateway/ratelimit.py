@@ -11,7 +11,8 @@ Three counter stores, one interface (``add`` returns the new value; ``get`` read
   share them.
 * :class:`RedisCounters` — ``INCRBYFLOAT`` + ``EXPIRE`` in one pipeline (``counters.backend: redis``).
 
-Rate limits are fixed one-minute windows per API key: the counter ``rl:<key>:<minute>``.
+Rate limits are fixed one-minute windows per API key (``rl:<key>:<minute>``) and, when the tenant sets
+``requests_per_minute``, per tenant (``rl:t:<tenant>:<minute>``, all its keys together).
 """
 
 from __future__ import annotations
@@ -123,16 +124,23 @@ class RedisCounters:
         await self._client.aclose()
 
 
-def build_counters(config: CountersConfig, db: GatewayDB | None) -> Counters:
-    """The counter store named by ``config.backend`` (``auto``: sql when there is a store, else memory)."""
+def counters_backend(config: CountersConfig, db: GatewayDB | None) -> str:
+    """``config.backend`` resolved (``auto``: sql when there is a store, else memory); sql needs a store."""
     backend = config.backend
     if backend == "auto":
         backend = "sql" if db is not None else "memory"
+    if backend == "sql" and db is None:
+        raise ConfigError("counters.backend 'sql' needs a database store.")
+    return backend
+
+
+def build_counters(config: CountersConfig, db: GatewayDB | None) -> Counters:
+    """The counter store named by ``config.backend`` (see :func:`counters_backend`)."""
+    backend = counters_backend(config, db)
     if backend == "redis":
         return RedisCounters(config.redis_url, config.prefix)
     if backend == "sql":
-        if db is None:
-            raise ConfigError("counters.backend 'sql' needs a database store.")
+        assert db is not None
         return SqlCounters(db)
     return MemoryCounters()
 
@@ -144,13 +152,31 @@ class RateLimiter:
         self.counters = counters
         self.default_per_minute = default_per_minute
 
-    async def check(self, key_id: str, per_minute: int | None = None) -> None:
+    async def check(
+        self,
+        key_id: str,
+        per_minute: int | None = None,
+        *,
+        tenant: str | None = None,
+        tenant_per_minute: int | None = None,
+    ) -> None:
+        """Count one request on the key's window (and the tenant's, when the tenant has a limit of its
+        own); refuse with :class:`RateLimitError` when either is over. Tokens per minute are reserved with
+        the budgets (gateway/budgets.py)."""
         limit = per_minute or self.default_per_minute
         minute = int(time.time() // 60)
         used = await self.counters.add(f"rl:{key_id}:{minute}", 1.0, 120.0)
+        retry = 60 - int(time.time() % 60)
         if used > limit:
-            retry = 60 - int(time.time() % 60)
             raise RateLimitError(
                 f"Rate limit of {limit} requests per minute reached for this key.",
                 hint=f"Retry in {retry} s or ask for a higher limit.",
             )
+        if tenant is not None and tenant_per_minute is not None:
+            used = await self.counters.add(f"rl:t:{tenant}:{minute}", 1.0, 120.0)
+            if used > tenant_per_minute:
+                raise RateLimitError(
+                    f"Rate limit of {tenant_per_minute} requests per minute reached for tenant {tenant!r} "
+                    "(all its keys together).",
+                    hint=f"Retry in {retry} s or ask for a higher limit.",
+                )

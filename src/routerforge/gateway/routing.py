@@ -39,7 +39,13 @@ from routerforge.errors import (
     ValidationError,
 )
 from routerforge.gateway.batching import PredictBatcher
-from routerforge.gateway.config import CascadeConfig, GatewayConfig, RoutingConfig, SyntheticModelConfig
+from routerforge.gateway.config import (
+    CandidateRouterConfig,
+    CascadeConfig,
+    GatewayConfig,
+    RoutingConfig,
+    SyntheticModelConfig,
+)
 from routerforge.policy import parse_router_model
 from routerforge.policy.cascade import cascade_order
 from routerforge.policy.decision import RoutingDecision
@@ -59,6 +65,7 @@ class LoadedRouter:
         if options.embed_threads is not None:
             overrides["threads"] = options.embed_threads
         self.directory = directory
+        self.loaded_mtime_ns = (directory / "router.json").stat().st_mtime_ns  # hot reload: changed files
         self.trained = TrainedRouter.load(directory, settings, embed_overrides=overrides)
         listed = {
             m.id: (m.input_usd_per_mtok, m.output_usd_per_mtok)
@@ -71,10 +78,13 @@ class LoadedRouter:
         self.name: str = directory.name
         self._lock = threading.Lock()  # index shards are not guaranteed thread-safe
 
-    def predict_many(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_many(
+        self, texts: Sequence[str], metadata: Sequence[dict[str, str] | None] | None = None
+    ) -> np.ndarray:
         """``(len(texts), 2·n_models)``: predicted scores, then decision prices. Embedding runs unlocked
-        (onnxruntime sessions are thread-safe); the router and its index are used by one thread at a time."""
-        batch = self.trained.batch(list(texts))
+        (onnxruntime sessions are thread-safe); the router and its index are used by one thread at a time.
+        ``metadata``: one dict (or None) per text, what the caller said about the prompt."""
+        batch = self.trained.batch(list(texts), metadata)
         with self._lock:
             scores = np.asarray(self.trained.router.predict_scores(batch), dtype=np.float64)
         prices = self.engine.prices.estimate(batch.texts, batch.dense)
@@ -85,9 +95,9 @@ class LoadedRouter:
         m = len(self.models)
         return row[:m], row[m : 2 * m]
 
-    def explain(self, text: str) -> dict[str, Any]:
+    def explain(self, text: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         with self._lock:
-            exp = self.trained.explain(text)
+            exp = self.trained.explain(text, metadata)
         return {"router": exp.router, "reason": exp.reason, "details": exp.details or {}}
 
 
@@ -116,6 +126,10 @@ class RequestRouting:
     max_latency_ms: float | None = None
     willingness_to_pay: float | None = None
     models: tuple[str, ...] | None = None
+    metadata: tuple[tuple[str, str], ...] | None = None  # (key, value) pairs, for the router
+
+    def meta_dict(self) -> dict[str, str] | None:
+        return dict(self.metadata) if self.metadata else None
 
 
 @dataclass
@@ -187,6 +201,9 @@ class Routing:
         """Load every named synthetic model's router and every router dir found; returns their paths."""
         for syn in self.config.synthetic_models:
             self._router_at(self._named_dir(syn))
+            for arm in (syn.shadow, syn.canary):  # candidate routers (gateway/shadow.py)
+                if arm is not None:
+                    self._router_at(self._named_dir(arm))
         loaded = []
         for base in (self.routers_dir, *sorted((self.routers_dir / "tenants").glob("*"))):
             if base.is_dir():
@@ -208,7 +225,7 @@ class Routing:
                             self.failed[str(d)] = str(exc)
         return loaded
 
-    def _named_dir(self, syn: SyntheticModelConfig) -> Path:
+    def _named_dir(self, syn: SyntheticModelConfig | CandidateRouterConfig) -> Path:
         p = Path(syn.router).expanduser()
         return p if p.is_absolute() else self.routers_dir / p
 
@@ -344,11 +361,14 @@ class Routing:
             elapsed = (time.perf_counter() - start) * 1000
             return Decision(model, None, None, None, {}, "pass-through", elapsed, self._chain(model, target))
         router = target.router
-        row = router.predict_many([text])[0] if scores is None else np.asarray(scores, dtype=np.float64)
+        req = request or RequestRouting()
+        if scores is None:
+            row = router.predict_many([text], None if req.metadata is None else [req.meta_dict()])[0]
+        else:
+            row = np.asarray(scores, dtype=np.float64)
         predicted, prices = router.split(row)
         kind, knob, source = target.kind, target.knob, target.knob_source
         candidates = list(target.candidates)
-        req = request or RequestRouting()
         if req.models is not None:
             unknown = [m for m in req.models if m not in candidates]
             if unknown:
@@ -378,7 +398,7 @@ class Routing:
         )
         if request is not None:  # logged with the decision: what the caller asked for
             made.details["request_routing"] = {
-                k: (list(v) if isinstance(v, tuple) else v)
+                k: (dict(v) if k == "metadata" else list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(request).items()
                 if v is not None
             }

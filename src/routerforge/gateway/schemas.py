@@ -52,6 +52,23 @@ class RoutingParams(BaseModel):
         default=None, ge=0, description="λ of the wtp policy: quality points per USD."
     )
     models: list[ModelName] | None = Field(default=None, min_length=1, max_length=64)
+    metadata: dict[str, str | int | float | bool | None] | None = Field(
+        default=None,
+        description='What is known about the prompt at routing time, e.g. {"category": "law"}: '
+        "routers trained with metadata (the prior family) use it; at most 16 keys, values ≤ 255 characters.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _clean_metadata(cls, value: Any) -> Any:
+        from routerforge.routers.metadata import clean_metadata
+
+        if value is None:
+            return None
+        try:
+            return clean_metadata(value, what="routing.metadata") or None
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ChatCompletionRequest(BaseModel):

@@ -13,12 +13,14 @@ answer (the JSON body; for a stream, the final ``[DONE]``) is sent only after it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -41,15 +43,18 @@ from routerforge.errors import (
     ValidationError,
 )
 from routerforge.gateway.auth import Principal
-from routerforge.gateway.budgets import Budgets, BudgetState
+from routerforge.gateway.budgets import Budgets, BudgetState, Reservation, estimate_request
 from routerforge.gateway.cascade import run_cascade
 from routerforge.gateway.config import GatewayConfig
 from routerforge.gateway.db import GatewayDB, utcnow
+from routerforge.gateway.drift import DriftMonitor
+from routerforge.gateway.ledger import build_ledger
 from routerforge.gateway.logentry import UNKNOWN_TENANT, AttemptEntry, LogEntry
 from routerforge.gateway.logwriter import LogWriter
 from routerforge.gateway.metrics import GatewayMetrics
 from routerforge.gateway.ratelimit import Counters, RateLimiter, build_counters
 from routerforge.gateway.requestlog import RequestLog
+from routerforge.gateway.retention import RetentionPruner
 from routerforge.gateway.routing import Decision, RequestRouting, Routing
 from routerforge.gateway.schemas import (
     ChatCompletionRequest,
@@ -60,7 +65,12 @@ from routerforge.gateway.schemas import (
     overhead_chars,
     prompt_text,
 )
+from routerforge.gateway.shadow import CandidateArms
 from routerforge.gateway.sse import ChunkBodies
+from routerforge.gateway.telemetry import RequestTrace, Telemetry
+
+if TYPE_CHECKING:
+    from routerforge.gateway.reload import Reloader
 
 log = logging.getLogger("routerforge.gateway")
 
@@ -87,6 +97,7 @@ class Prepared:
     started: float
     log: LogEntry
     logged: bool = False  # the log entry has been recorded (exactly once per request)
+    reservation: Reservation | None = None  # budgets and tokens/minute reserved (gateway/budgets.py)
 
 
 class GatewayService:
@@ -106,19 +117,13 @@ class GatewayService:
         self.db = db
         self.metrics = GatewayMetrics.for_gateway(config, lambda: self.routing.loaded)
         self.counters = counters or build_counters(config.counters, db)
-        self.budgets = Budgets(config, self.counters)
+        self.ledger = build_ledger(config.counters, db)  # budget/token reservations (gateway/ledger.py)
+        self.budgets = Budgets(config, self.ledger)
         self.limiter = RateLimiter(self.counters, config.limits.requests_per_minute)
         self.routing = Routing(settings, config)
-        rel = config.reliability
-        self.pool = pool or UpstreamPool(
-            [m.to_spec() for m in config.models],
-            retry=RetryPolicy(base_s=rel.retry_base_s, cap_s=rel.retry_cap_s),
-            breaker=BreakerPolicy(
-                failure_threshold=rel.breaker_failures,
-                window_s=rel.breaker_window_s,
-                cooldown_s=rel.breaker_cooldown_s,
-            ),
-        )
+        self.pool = pool or build_pool(config)
+        self.arms = CandidateArms(self.metrics)  # shadow and canary routers (gateway/shadow.py)
+        self.reloader: Reloader | None = None  # hot reload (gateway/reload.py), set by the app
         self.logs: LogWriter | None = None
         self.requests: RequestLog | None = None
         if db is not None:
@@ -132,6 +137,25 @@ class GatewayService:
                 store_messages=config.logging.store_messages,
             )
             self.requests.flush = self.logs.flush  # a caller reads back the request it has just made
+        self.pruner: RetentionPruner | None = None
+        if db is not None and config.logging.retention_days is not None:
+            self.pruner = RetentionPruner(
+                db,
+                config.logging.retention_days,
+                interval_s=config.logging.prune_interval_s,
+                batch_size=config.logging.prune_batch_size,
+            )
+        self.drift: DriftMonitor | None = None
+        self._drift_task: asyncio.Task[None] | None = None
+        # OpenTelemetry (gateway/telemetry.py): None when off, and then no hook below does anything
+        self.telemetry: Telemetry | None = Telemetry.from_config(
+            config.telemetry, redact_patterns=config.logging.compiled(), spec_of=self._spec_or_none
+        )
+        self._traces: dict[str, RequestTrace] = {}
+        if any(m.deployments for m in config.models):  # load-balanced models: per-deployment /metrics
+            from routerforge.gateway.deployment_metrics import DeploymentCollector
+
+            self.metrics.registry.register(DeploymentCollector(lambda: self.pool))
         self.ready = False
 
     @classmethod
@@ -146,20 +170,46 @@ class GatewayService:
         return cls(settings, config, db=db)
 
     async def start(self) -> None:
+        if self.reloader is not None:  # promotions recorded so far apply from the first request
+            await anyio.to_thread.run_sync(self.reloader.prime)
         await anyio.to_thread.run_sync(self.routing.load_all)
         for path, error in self.routing.failed.items():
             log.warning("router directory %s is not served (requests for it answer 503): %s", path, error)
         if self.logs is not None:
             self.logs.start()
+        if self.pruner is not None:
+            self.pruner.start()
+        if self.db is not None:  # drift and quality alerts (gateway/drift.py): cached, on demand too
+            self.drift = DriftMonitor(
+                self.settings, lambda: (self.config, self.routing), self.db, self.metrics
+            )
+            if self.config.drift.enabled and self.config.synthetic_models:
+                self._drift_task = asyncio.create_task(self.drift.run(), name="drift")
+        if self.reloader is not None:
+            self.reloader.start()
         self.ready = True
 
     async def aclose(self) -> None:
         self.ready = False
+        if self.reloader is not None:
+            await self.reloader.aclose()
+        await self.arms.aclose()
+        if self.drift is not None:
+            self.drift.close()
+        if self._drift_task is not None:
+            self._drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drift_task
         self.routing.close()
         await self.pool.aclose()
+        if self.pruner is not None:
+            await anyio.to_thread.run_sync(self.pruner.close)
         if self.logs is not None:
             await anyio.to_thread.run_sync(self.logs.close)
         await self.counters.aclose()
+        await self.ledger.aclose()
+        if self.telemetry is not None:
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)
         if self.db is not None:
             self.db.close()
 
@@ -185,19 +235,25 @@ class GatewayService:
         text: str,
         needs: RequestNeeds | None,
         routing: RoutingParams | None = None,
+        request_id: str | None = None,
     ) -> tuple[Decision, BudgetState | None]:
-        budget = (
-            await self.budgets.check(principal.tenant) if self.budgets.has_budget(principal.tenant) else None
-        )
-        target = self._resolve(principal.tenant, model)
+        traced_ns = time.time_ns() if self.telemetry is not None else 0
+        budget = await self.budgets.check(principal) if self.budgets.has_budget(principal) else None
+        rt = self.routing  # one routing state for the whole decision (a hot reload may swap it meanwhile)
+        target = self._resolve(principal.tenant, model, rt)
+        serving, canary = target, None
+        if request_id is not None and target.synthetic:
+            target, canary = self.arms.canary(rt, target, request_id)
         allowed = None
         if needs is not None and target.synthetic:
             allowed = [m for m in target.candidates if misfit(self.pool.spec(m), needs) is None] or None
         fraction = budget.fraction_left if budget is not None else None
         if target.synthetic and target.router is not None:
             start = time.perf_counter()
-            scores = await self.routing.batcher(target.router).predict(text)
-            decision = self.routing.decide(
+            # values are strings after RoutingParams' validator; str() states it for the type checker
+            meta = {k: str(v) for k, v in routing.metadata.items()} if routing and routing.metadata else None
+            scores = await rt.batcher(target.router).predict(text, meta)
+            decision = rt.decide(
                 target,
                 text,
                 fraction_left=fraction,
@@ -207,16 +263,31 @@ class GatewayService:
             )
             decision.routing_ms = (time.perf_counter() - start) * 1000.0
             self.metrics.routing_latency.labels(model).observe(decision.routing_ms / 1000.0)
+            if canary is not None:
+                decision.details["canary"] = canary
+            if request_id is not None:
+                self.arms.start_shadow(
+                    rt,
+                    serving,
+                    request_id,
+                    text,
+                    fraction_left=fraction,
+                    allowed=allowed,
+                    request=_request(routing),
+                )
         else:
-            decision = self.routing.decide(target, text)
+            decision = rt.decide(target, text)
         if budget is not None and budget.usd_left is not None:
             self.metrics.budget_left.labels(principal.tenant).set(budget.usd_left)
+        trace = self._traces.get(request_id) if traced_ns and request_id is not None else None
+        if trace is not None:
+            trace.routing(decision, traced_ns, target.router.name if target.router is not None else None)
         return decision, budget
 
-    def _resolve(self, tenant: str, model: str) -> Any:
+    def _resolve(self, tenant: str, model: str, routing: Routing | None = None) -> Any:
         """``routing.resolve``; a router directory that cannot be loaded answers 503 naming the router."""
         try:
-            return self.routing.resolve(tenant, model)
+            return (routing or self.routing).resolve(tenant, model)
         except RouterUnavailableError:
             raise
         except (ArtifactError, OSError, ValueError, TypeError) as exc:
@@ -257,7 +328,7 @@ class GatewayService:
                 text = text[: limits.max_prompt_chars]
             if log is not None:
                 log.prompt = text
-            decision, budget = await self._decide(principal, model, text, None, routing)
+            decision, budget = await self._decide(principal, model, text, None, routing, request_id)
             out = decision.to_dict()
             out["budget_fraction_left"] = budget.fraction_left if budget else None
             out["explanation"] = None
@@ -268,7 +339,13 @@ class GatewayService:
                     router = target.router
                     loop = asyncio.get_running_loop()
                     executor = self.routing.batcher(router).executor
-                    exp = _jsonable(await loop.run_in_executor(executor, router.explain, text))
+                    # values are strings after RoutingParams' validator; str() states it for the type checker
+                    meta = (
+                        {k: str(v) for k, v in routing.metadata.items()}
+                        if routing and routing.metadata
+                        else None
+                    )
+                    exp = _jsonable(await loop.run_in_executor(executor, router.explain, text, meta))
                     details = exp.get("details") or {}
                     out["neighbours"] = list(details.pop("neighbours", None) or [])[:10]
                     out["explanation"] = exp
@@ -322,14 +399,51 @@ class GatewayService:
             text = prompt_text(messages)
             log.prompt = text
             decision, budget = await self._decide(
-                principal, req.model, text, RequestNeeds.of(chat), req.routing
+                principal, req.model, text, RequestNeeds.of(chat), req.routing, request_id
             )
+            reservation = await self._reserve(principal, req, messages, decision)
         except BaseException as exc:
             self.metrics.requests.labels(req.model, "", str(error_code(exc))).inc()
             await self._finish_log(log, started, status=error_code(exc), error=str(exc))
             raise
         _log_decision(log, decision)
-        return Prepared(request_id, principal, req, chat, decision, budget, started, log)
+        return Prepared(
+            request_id, principal, req, chat, decision, budget, started, log, reservation=reservation
+        )
+
+    async def _reserve(
+        self,
+        principal: Principal,
+        req: ChatCompletionRequest,
+        messages: list[dict[str, Any]],
+        decision: Decision,
+    ) -> Reservation | None:
+        """Reserve the request's estimated cost and tokens on every budget and token limit of the caller
+        (gateway/budgets.py); refuses with 429 when one would go over."""
+        plan = decision.details.get("cascade")
+        ids = list(plan["order"]) if plan else decision.chain
+        specs = [self.pool.spec(m) for m in ids]
+        est = estimate_request(
+            specs,
+            len(json.dumps(messages, separators=(",", ":"), ensure_ascii=False, default=str)),
+            req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
+            default_output_tokens=self.config.budgets.default_output_tokens,
+            n=req.n or 1,
+            cascade=bool(plan),
+        )
+        return await self.budgets.reserve(principal, est)
+
+    async def _release(self, prep: Prepared) -> None:
+        """Free the reservation of a request that ended without settling (refused, failed, cancelled)."""
+        res = prep.reservation
+        if res is None or res.settled:
+            return
+        try:
+            await asyncio.shield(self.budgets.release(res))
+        except Exception as exc:  # the lease expires after budgets.lease_s
+            log.warning(
+                "budget reservation of %s not released (%s); it expires by itself", prep.request_id, exc
+            )
 
     # -- chat ---------------------------------------------------------------------------------------
     async def _call(self, prep: Prepared) -> ChainResult:
@@ -393,6 +507,7 @@ class GatewayService:
             status, error = error_code(exc), str(exc) or type(exc).__name__
             raise
         finally:
+            await self._release(prep)
             self._record_attempts(prep, attempts)
             self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
             prep.logged = True
@@ -403,6 +518,7 @@ class GatewayService:
         try:
             return await self.pool.open_stream(prep.decision.chain, prep.chat)
         except BaseException as exc:
+            await self._release(prep)
             attempts = exc.attempts if isinstance(exc, FallbackExhaustedError) else []
             if isinstance(exc, FallbackExhaustedError):
                 _as_client_fault(exc)
@@ -456,6 +572,7 @@ class GatewayService:
             try:
                 await self._account(prep, model, stream.tokens_in, stream.tokens_out, stream.cost_usd)
             finally:
+                await self._release(prep)
                 self.metrics.requests.labels(prep.request.model, prep.decision.model, str(status)).inc()
                 await self._finish_log(prep.log, prep.started, status=status, error=error, wait=wait)
 
@@ -484,7 +601,11 @@ class GatewayService:
             m.tokens.labels(model, "out").inc(tokens_out)
         if cost > 0:
             m.cost.labels(prep.principal.tenant, model).inc(cost)
-            await self.budgets.record(prep.principal.tenant, cost)
+        if prep.reservation is not None and not prep.reservation.settled:
+            try:  # shielded: a client that leaves now does not leave the reservation behind
+                await asyncio.shield(self.budgets.settle(prep.reservation, cost, tokens_in, tokens_out))
+            except Exception as exc:  # the answer stands; the lease expires after budgets.lease_s
+                log.warning("spend of request %s not settled: %s", prep.request_id, exc)
 
     def _record_attempts(self, prep: Prepared, attempts: list[Any]) -> None:
         rows = []
@@ -500,6 +621,9 @@ class GatewayService:
                 self.routing.observe_latency(a.model, a.latency_ms)
         prep.log.attempts = rows
         prep.log.upstream_ms = upstream_ms if rows else None
+        trace = self._traces.get(prep.request_id) if self.telemetry is not None else None
+        if trace is not None:
+            trace.attempts(attempts)
 
     def _new_entry(
         self,
@@ -513,6 +637,8 @@ class GatewayService:
         prompt: str | None = None,
     ) -> LogEntry:
         """The log entry of a new request; ``principal`` ``None``: the caller is not known (refused: 401)."""
+        if self.telemetry is not None:
+            self._traces[request_id] = self.telemetry.start(request_id, endpoint, model, stream=stream)
         return LogEntry(
             id=request_id,
             tenant=principal.tenant if principal is not None else UNKNOWN_TENANT,
@@ -529,9 +655,13 @@ class GatewayService:
         self, entry: LogEntry, started: float, *, status: int, error: str | None, wait: bool = True
     ) -> None:
         """Record ``entry`` (``commit`` durability and ``wait``: once committed). Call once per entry."""
+        await self.arms.settle(entry, wait=wait)  # its shadow decision, if one was started (bounded wait)
         entry.status = status
         entry.error = error
         entry.total_ms = (time.perf_counter() - started) * 1000.0
+        trace = self._traces.pop(entry.id, None) if self.telemetry is not None else None
+        if trace is not None:
+            trace.end(entry)
         if self.logs is not None:
             await self.logs.record(entry, wait=wait)
             self.metrics.log_queue_rows.set(self.logs.written)
@@ -547,6 +677,13 @@ class GatewayService:
         await self._finish_log(
             entry, time.perf_counter(), status=status, error=str(exc) or type(exc).__name__
         )
+
+    def _spec_or_none(self, model_id: str) -> Any:
+        """The ModelSpec of a configured model (``None`` if unknown): telemetry's provider and address."""
+        try:
+            return self.pool.spec(model_id)
+        except KeyError:
+            return None
 
     @property
     def request_log(self) -> RequestLog:
@@ -567,6 +704,20 @@ def _log_decision(entry: LogEntry, decision: Decision) -> None:
     entry.routing_ms = decision.routing_ms
     if decision.synthetic_model is not None:
         entry.decision = _jsonable({"prices_usd": decision.prices_usd, **decision.details})
+
+
+def build_pool(config: GatewayConfig) -> UpstreamPool:
+    """The upstream pool of ``config``'s models with its retry and circuit-breaker policy."""
+    rel = config.reliability
+    return UpstreamPool(
+        [m.to_spec() for m in config.models],
+        retry=RetryPolicy(base_s=rel.retry_base_s, cap_s=rel.retry_cap_s),
+        breaker=BreakerPolicy(
+            failure_threshold=rel.breaker_failures,
+            window_s=rel.breaker_window_s,
+            cooldown_s=rel.breaker_cooldown_s,
+        ),
+    )
 
 
 def _as_client_fault(exc: FallbackExhaustedError) -> None:
@@ -600,6 +751,9 @@ def _request(routing: RoutingParams | None) -> RequestRouting | None:
         max_latency_ms=routing.max_latency_ms,
         willingness_to_pay=routing.willingness_to_pay,
         models=None if routing.models is None else tuple(routing.models),
+        metadata=None
+        if not routing.metadata
+        else tuple(sorted((k, str(v)) for k, v in routing.metadata.items())),
     )
 
 

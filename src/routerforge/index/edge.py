@@ -165,6 +165,17 @@ class EdgeIndex:
     def count(self) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True)))
 
+    def delete(self, ids: Sequence[int]) -> None:
+        qe = self._qe
+        for start in range(0, len(ids), UPSERT_BATCH):
+            part = [int(i) for i in ids[start : start + UPSERT_BATCH]]
+            self._shard.update(qe.UpdateOperation.delete_points(part))
+
+    def drop(self) -> None:
+        """Close the shard and delete its directory."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -34,7 +34,7 @@ def open_index(
             )
         from routerforge.index.edge import EdgeIndex
 
-        return EdgeIndex(path, dim, exact=exact, mode=mode, wal=wal)
+        return EdgeIndex(path, dim, exact=exact, mode=mode, wal=wal, hnsw_ef=settings.hnsw_ef)
     if not settings.url:
         raise ConfigError(
             "index.kind is 'qdrant' but index.url is not set.",
@@ -43,4 +43,41 @@ def open_index(
     from routerforge.index.qdrant import QdrantIndex
 
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    return QdrantIndex(settings.url, collection, dim, api_key=api_key, exact=exact, mode=mode)
+    return QdrantIndex(
+        settings.url,
+        collection,
+        dim,
+        api_key=api_key,
+        timeout=settings.timeout_s,
+        exact=exact,
+        hnsw_ef=settings.hnsw_ef,
+        mode=mode,
+        hnsw_m=settings.hnsw_m,
+        quantization=settings.quantization,
+        on_disk=settings.on_disk,
+    )
+
+
+def drop_index(
+    settings: IndexSettings | None, *, path: str | Path | None = None, collection: str = "routerforge"
+) -> bool:
+    """Delete an index without knowing its dimension: the Edge shard in ``path`` (``settings`` None or
+    kind edge) or the Qdrant collection ``collection``. Returns whether there was one."""
+    settings = settings or IndexSettings()
+    if settings.kind == "edge":
+        if path is None:
+            raise ConfigError("Dropping an edge index needs its directory.", hint="Pass path=….")
+        import shutil
+
+        from routerforge.index.edge import is_shard
+
+        if not is_shard(path):
+            return False
+        shutil.rmtree(path)
+        return True
+    if not settings.url:
+        raise ConfigError("index.kind is 'qdrant' but index.url is not set.", hint="Set index.url.")
+    from routerforge.index.qdrant import QdrantIndex
+
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return QdrantIndex.drop_collection(settings.url, collection, api_key=api_key, timeout=settings.timeout_s)

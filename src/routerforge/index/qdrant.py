@@ -52,8 +52,10 @@ class QdrantIndex:
         exact: bool = False,
         hnsw_ef: int | None = None,
         mode: OpenMode = "open_or_create",
+        hnsw_m: int | None = None,
+        quantization: str = "none",
+        on_disk: bool = False,
     ) -> None:
-        from qdrant_client import QdrantClient
         from qdrant_client import models as qm
 
         self._qm = qm
@@ -66,28 +68,40 @@ class QdrantIndex:
         self.dim = int(dim)
         self.exact = exact
         self.hnsw_ef = hnsw_ef
+        if quantization not in ("none", "int8"):
+            raise ConfigError(f"Unknown quantization {quantization!r}.", hint="Use none or int8.")
+        self._layout = (hnsw_m, quantization, on_disk)  # applied when this creates the collection
         loc = str(location)
         self.location = loc
         self._remote = loc.startswith(("http://", "https://"))
-        if loc == ":memory:":
-            self._client = QdrantClient(location=":memory:")
-        elif self._remote:
-            self._client = QdrantClient(
-                url=loc,
-                api_key=api_key,
-                timeout=timeout or DEFAULT_TIMEOUT_S,
-                check_compatibility=False,  # its background version probe would warn, not fail
-            )
-        elif loc:
-            self._client = QdrantClient(path=loc)
-        else:
-            raise ConfigError("QdrantIndex needs a URL, ':memory:' or a directory.", hint="Set index.url.")
+        self._client = _make_client(loc, api_key, timeout)
         self._closed = False
         try:
             self._open_collection(mode)
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def drop_collection(
+        cls, location: str | Path, collection: str, *, api_key: str | None = None, timeout: int | None = None
+    ) -> bool:
+        """Delete ``collection`` at ``location`` if it exists (whatever its dimension); True if it did."""
+        from qdrant_client import models as qm
+
+        if not is_collection_name(collection):
+            raise ConfigError(f"Invalid Qdrant collection name {collection!r}.")
+        self = cls.__new__(cls)  # a handle on the client only: no collection is opened or created
+        self._qm, self.collection, self.location = qm, collection, str(location)
+        self._remote = self.location.startswith(("http://", "https://"))
+        self._client, self._closed = _make_client(self.location, api_key, timeout), False
+        try:
+            if not self._call(self._client.collection_exists, collection):
+                return False
+            self._call(self._client.delete_collection, collection)
+            return True
+        finally:
+            self.close()
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one client call; transport and HTTP errors become :class:`IndexUnavailableError`."""
@@ -143,11 +157,27 @@ class QdrantIndex:
                 f"The Qdrant server at {self.location} has no collection {self.collection!r}.",
                 hint="Point index.url at the server the router was trained with, or retrain it.",
             )
+        hnsw_m, quantization, on_disk = self._layout
+        layout: dict[str, Any] = {}
+        if self._remote:  # local mode has no HNSW, quantization or mmap storage (and warns about them)
+            if hnsw_m is not None:
+                layout["hnsw_config"] = qm.HnswConfigDiff(m=hnsw_m)
+            if quantization == "int8":
+                layout["quantization_config"] = qm.ScalarQuantization(
+                    scalar=qm.ScalarQuantizationConfig(
+                        type=qm.ScalarType.INT8, quantile=0.99, always_ram=True
+                    )
+                )
         self._call(
             client.create_collection,
             self.collection,
-            vectors_config={DENSE_VECTOR: qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE)},
+            vectors_config={
+                DENSE_VECTOR: qm.VectorParams(
+                    size=self.dim, distance=qm.Distance.COSINE, on_disk=on_disk if self._remote else None
+                )
+            },
             sparse_vectors_config={SPARSE_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            **layout,
         )
 
     def upsert(
@@ -229,6 +259,21 @@ class QdrantIndex:
     def count(self) -> int:
         return int(self._call(self._client.count, self.collection, exact=True).count)
 
+    def delete(self, ids: Sequence[int]) -> None:
+        qm = self._qm
+        for start in range(0, len(ids), UPSERT_BATCH):
+            part = [int(i) for i in ids[start : start + UPSERT_BATCH]]
+            selector = qm.PointIdsList(points=list(part))
+            self._call(self._client.delete, self.collection, points_selector=selector, wait=True)
+
+    def drop(self) -> None:
+        """Delete the collection (every replica reading it loses it too) and close the client."""
+        try:
+            if self._call(self._client.collection_exists, self.collection):
+                self._call(self._client.delete_collection, self.collection)
+        finally:
+            self.close()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -239,3 +284,20 @@ class QdrantIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _make_client(location: str, api_key: str | None, timeout: int | None) -> Any:
+    from qdrant_client import QdrantClient
+
+    if location == ":memory:":
+        return QdrantClient(location=":memory:")
+    if location.startswith(("http://", "https://")):
+        return QdrantClient(
+            url=location,
+            api_key=api_key,
+            timeout=timeout or DEFAULT_TIMEOUT_S,
+            check_compatibility=False,  # its background version probe would warn, not fail
+        )
+    if location:
+        return QdrantClient(path=location)
+    raise ConfigError("QdrantIndex needs a URL, ':memory:' or a directory.", hint="Set index.url.")

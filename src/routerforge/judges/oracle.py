@@ -9,15 +9,17 @@ names the policy the prompt needs:
 medium \\ large    correct          incorrect        dont_know
 ================  ===============  ===============  ===============
 correct           Standard_Query   Standard_Query   Ambiguous_Query
-incorrect         Complex_Query    Ambiguous_Query  Ambiguous_Query
+incorrect         Complex_Query    Ambiguous_Query  Complex_Query
 dont_know         Complex_Query    Ambiguous_Query  Ambiguous_Query
 ================  ===============  ===============  ===============
 
 The scheme (issue 13): both correct → ``Standard_Query``; medium wrong or unsure but large correct →
-``Complex_Query`` (escalate); large unsure → ``Ambiguous_Query`` (clarify), whatever the medium did.
-The three cells the scheme leaves open follow its intent: medium correct and large wrong → Standard
-(escalating would hurt), both wrong or medium unsure and large wrong → Ambiguous (no model answers it,
-escalation does not help). Pass ``matrix`` to use other labels.
+``Complex_Query`` (escalate); large unsure → ``Ambiguous_Query`` (clarify) — except the cell the issue
+names explicitly: medium **incorrect** and large "I don't know" → ``Complex_Query`` (the medium model is
+known to fail, so the request needs the large model's tier even though this large model declined; an
+earlier version mapped it to Ambiguous). The three cells the scheme leaves open follow its intent: medium
+correct and large wrong → Standard (escalating would hurt), both wrong or medium unsure and large wrong →
+Ambiguous (no model answers it, escalation does not help). Pass ``matrix`` to use other labels.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ ORACLE_MATRIX: dict[tuple[Outcome, Outcome], PolicyLabel] = {
     ("correct", "dont_know"): AMBIGUOUS,
     ("incorrect", "correct"): COMPLEX,
     ("incorrect", "incorrect"): AMBIGUOUS,
-    ("incorrect", "dont_know"): AMBIGUOUS,
+    ("incorrect", "dont_know"): COMPLEX,  # issue 13 names this cell explicitly
     ("dont_know", "correct"): COMPLEX,
     ("dont_know", "incorrect"): AMBIGUOUS,
     ("dont_know", "dont_know"): AMBIGUOUS,

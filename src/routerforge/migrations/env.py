@@ -8,7 +8,9 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-import routerforge.gateway.db  # noqa: F401  (declares the gateway's tables on Base, for autogenerate)
+import routerforge.gateway.assignments  # router assignments, audit, state version (autogenerate)
+import routerforge.gateway.db  # declares the gateway's tables on Base, for autogenerate
+import routerforge.gateway.ledger  # noqa: F401  (budget windows and reservation leases)
 from routerforge.data.schema import Base
 
 config = context.config

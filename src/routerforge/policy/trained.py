@@ -115,12 +115,17 @@ class TrainedRouter:
         return self.engine.calibration
 
     # -- texts -> predictions -> decisions ------------------------------------------------------------
-    def batch(self, texts: Sequence[str]) -> PromptBatch:
-        """Embed ``texts`` (dense, plus BM25 query vectors when the router uses them)."""
+    def batch(
+        self, texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None = None
+    ) -> PromptBatch:
+        """Embed ``texts`` (dense, plus BM25 query vectors when the router uses them). ``metadata``: one
+        dict per text of what is known at routing time (``{"category": "law"}``; see ``routers.metadata``),
+        validated and handed to the router."""
         from routerforge.embed.encode import encode
 
         if isinstance(texts, str):
             raise ValidationError("Pass a list of texts, not one string.")
+        meta = _batch_metadata(metadata, len(texts))
         if self.describer is not None:  # the router reads task descriptions, not the prompts themselves
             texts = self.describer.describe(list(texts))
         dense, sparse = encode(
@@ -131,24 +136,30 @@ class TrainedRouter:
             bm25=self.bm25,
             sparse_kind="query",
         )
-        return PromptBatch(texts=list(texts), dense=dense, sparse=sparse)
+        return PromptBatch(texts=list(texts), dense=dense, sparse=sparse, meta=meta)
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
+    def predict(
+        self, texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None = None
+    ) -> np.ndarray:
         """``(len(texts), n_models)`` predicted scores in [0, 1], columns in :attr:`models` order."""
-        return self.router.predict_scores(self.batch(texts))
+        return self.router.predict_scores(self.batch(texts, metadata))
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted scores and decision prices of ``texts`` from one embedding pass: two ``(n, m)`` arrays."""
-        batch = self.batch(texts)
+        batch = self.batch(texts, metadata)
         return self.router.predict_scores(batch), self.prices.estimate(batch.texts, batch.dense)
 
-    def explain(self, text: str) -> Explanation:
-        return self.router.explain(self.batch([text]))
+    def explain(self, text: str, metadata: Mapping[str, Any] | None = None) -> Explanation:
+        return self.router.explain(self.batch([text], None if metadata is None else [metadata]))
 
-    def decide(self, prompt: str, **policy: Any) -> RoutingDecision:
+    def decide(
+        self, prompt: str, *, metadata: Mapping[str, Any] | None = None, **policy: Any
+    ) -> RoutingDecision:
         """The decision for one prompt (keyword arguments: see :meth:`DecisionEngine.decide`; rules see the
-        prompt's text)."""
-        predicted, prices = self.score([prompt])
+        prompt's text; ``metadata`` is what is known about the prompt at routing time)."""
+        predicted, prices = self.score([prompt], None if metadata is None else [metadata])
         return self.engine.decide(predicted[0], prices[0], **{"text": prompt, **policy})
 
     # -- the directory --------------------------------------------------------------------------------
@@ -373,6 +384,7 @@ def train_router(
     from routerforge.embed.factory import build_embedder
     from routerforge.embed.sparse import Bm25Encoder
     from routerforge.embed.text import BoilerplateStripper
+    from routerforge.routers.metadata import batch_meta
     from routerforge.routers.registry import create_router
 
     settings: EmbedSettings | None
@@ -404,7 +416,8 @@ def train_router(
     router.set_model_outcomes(train.costs, train.latencies)
     if extra := router.auxiliary_texts():  # e.g. a semantic router's utterances, embedded like the prompts
         router.set_auxiliary_vectors(encode(extra, embedder, sparse=False, stripper=stripper)[0])
-    router.fit(PromptBatch(texts=texts, dense=dense, sparse=vectors), train.scores, train.models)
+    meta = batch_meta(train.categories, train.metadata)
+    router.fit(PromptBatch(texts=texts, dense=dense, sparse=vectors, meta=meta), train.scores, train.models)
     from routerforge.data.records import text_hash
 
     with np.errstate(all="ignore"):
@@ -416,6 +429,7 @@ def train_router(
         "mean_scores": {m: float(v) for m, v in zip(train.models, means, strict=True) if np.isfinite(v)},
         "mean_latency_ms": train.mean_latency_ms(),
         "params": router.get_params(),
+        "metadata_keys": sorted({k for m in meta or [] for k in m}),
         "index_name": index_name,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -462,6 +476,20 @@ class _replacing_dir:
         make_private_tree(self.target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _batch_metadata(
+    metadata: Sequence[Mapping[str, Any] | None] | None, n: int
+) -> list[dict[str, str]] | None:
+    """Validated per-prompt metadata for a batch of ``n`` texts (``None`` when nothing is given)."""
+    from routerforge.routers.metadata import clean_metadata
+
+    if metadata is None:
+        return None
+    if isinstance(metadata, Mapping) or len(metadata) != n:
+        raise ValidationError(f"Pass one metadata dict (or None) per text: {n} texts.")
+    out = [clean_metadata(m) for m in metadata]
+    return out if any(out) else None
 
 
 def _settings_for(embedder: Embedder) -> EmbedSettings | None:

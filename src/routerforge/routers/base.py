@@ -44,6 +44,9 @@ class PromptBatch:
     texts: list[str]
     dense: np.ndarray
     sparse: list[SparseVector] | None = None
+    # per-prompt metadata known at routing time (``{"category": "law", "source": "app-1"}``; a missing key
+    # means "not given"), or ``None`` when no prompt has any; see ``routers.metadata``
+    meta: list[dict[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -54,7 +57,14 @@ class PromptBatch:
             texts=[self.texts[i] for i in idx],
             dense=self.dense[idx],
             sparse=None if self.sparse is None else [self.sparse[i] for i in idx],
+            meta=None if self.meta is None else [self.meta[i] for i in idx],
         )
+
+    def meta_values(self, key: str) -> list[str | None]:
+        """The value of metadata ``key`` for every prompt (``None`` where it is not given)."""
+        if self.meta is None:
+            return [None] * len(self.texts)
+        return [m.get(key) or None for m in self.meta]
 
 
 @dataclass
@@ -256,6 +266,8 @@ def _check_batch_shape(X: PromptBatch, *, requires_dense: bool) -> None:
             raise ValidationError("PromptBatch dense vectors contain NaN or infinite values.")
     if X.sparse is not None and len(X.sparse) != n:
         raise ValidationError(f"PromptBatch has {n} texts but {len(X.sparse)} sparse vectors.")
+    if X.meta is not None and len(X.meta) != n:
+        raise ValidationError(f"PromptBatch has {n} texts but {len(X.meta)} metadata entries.")
 
 
 def validate_training_data(

@@ -9,6 +9,12 @@ Averaging their predicted scores (plain weighted mean, so the result is still an
 ``members`` is a list of ``{"name": <registry name>, "params": {...}, "weight": w}``; the default is
 ``sw`` (top 100 neighbours) + ``lexical`` with equal weights. Members get the ensemble's
 ``random_state`` unless their params set one. The artifact stores each member in its own sub-directory.
+
+``combine="stack"`` replaces the fixed weights by a meta-learner fitted on the members' out-of-fold
+predictions: ``stack_folds`` inner folds of the *training* prompts (``routers.innercv``), every member fitted
+on K−1 of them and predicting the last, then per model j a non-negative least-squares fit (with intercept)
+of the observed score on the members' predictions for j; finally the members are refitted on all training
+prompts. A ``prior`` member (``routers/prior.py``, ``residual: null``) brings the category in as a feature.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from routerforge.errors import ArtifactError, ValidationError
 from routerforge.routers.base import Explanation, PromptBatch, Router
+from routerforge.routers.innercv import inner_folds
 from routerforge.routers.registry import create_router, load_router, register_router
 
 DEFAULT_MEMBERS: list[dict[str, Any]] = [
@@ -38,8 +45,17 @@ class EnsembleRouter(Router):
 
     name = "ensemble"
 
-    def __init__(self, *, members: list[dict[str, Any]] | None = None, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        members: list[dict[str, Any]] | None = None,
+        combine: str = "mean",
+        stack_folds: int = 5,
+        random_state: int = 0,
+    ) -> None:
         self.members = members
+        self.combine = combine
+        self.stack_folds = stack_folds
         self.random_state = random_state
 
     def _specs(self) -> list[dict[str, Any]]:
@@ -62,22 +78,66 @@ class EnsembleRouter(Router):
             raise ValidationError("ensemble: at least one member needs a positive weight.")
         return out
 
+    def _make(self, spec: dict[str, Any]) -> Router:
+        return create_router(spec["name"], **{"random_state": self.random_state, **spec["params"]})
+
     def _fit(self, X: PromptBatch, scores: np.ndarray) -> None:
+        if self.combine not in ("mean", "stack"):
+            raise ValidationError(f"ensemble: combine must be 'mean' or 'stack', got {self.combine!r}.")
         specs = self._specs()
-        routers: list[Router] = []
-        for spec in specs:
-            params = {"random_state": self.random_state, **spec["params"]}
-            routers.append(create_router(spec["name"], **params).fit(X, scores, list(self.models_ or [])))
-        self.routers_ = routers
+        models = list(self.models_ or [])
         weights = np.array([float(s["weight"]) for s in specs])
         self.weights_ = weights / weights.sum()
+        self.stack_coef_: np.ndarray | None = None
+        self.stack_bias_: np.ndarray | None = None
+        if self.combine == "stack":
+            self._fit_stack(X, scores, specs, models)
+        self.routers_ = [self._make(spec).fit(X, scores, models) for spec in specs]
+
+    def _fit_stack(
+        self, X: PromptBatch, scores: np.ndarray, specs: list[dict[str, Any]], models: list[str]
+    ) -> None:
+        """Out-of-fold member predictions on inner folds of the training prompts, then per-model NNLS."""
+        from scipy.optimize import nnls  # training only
+
+        folds = inner_folds(X.texts, self.stack_folds, seed=self.random_state)
+        if not folds:
+            raise ValidationError("ensemble: stacking needs at least two distinct training prompts.")
+        n, m = scores.shape
+        oof = np.full((len(specs), n, m), np.nan)
+        for tr, te in folds:
+            train_scores = scores[tr]
+            if np.isnan(train_scores).all(axis=0).any():
+                raise ValidationError(
+                    "ensemble: an inner stacking fold has no training score for some model.",
+                    hint="Use combine=mean, or fewer stack_folds.",
+                )
+            part_x, test_x = X.take(tr), X.take(te)
+            for k, spec in enumerate(specs):
+                oof[k][te] = self._make(spec).fit(part_x, train_scores, models).predict_scores(test_x)
+        coef = np.zeros((len(specs), m))
+        bias = np.zeros(m)
+        for j in range(m):
+            ok = ~np.isnan(scores[:, j]) & ~np.isnan(oof[:, :, j]).any(axis=0)
+            feats, y = oof[:, ok, j].T, scores[ok, j]
+            if y.size < 2:
+                coef[:, j], bias[j] = self.weights_, 0.0
+                continue
+            mu, ybar = feats.mean(axis=0), y.mean()
+            w, _ = nnls(feats - mu, y - ybar)
+            if not np.any(w > 0):
+                w = self.weights_.copy()
+            coef[:, j], bias[j] = w, ybar - float(mu @ w)
+        self.stack_coef_, self.stack_bias_ = coef, bias
 
     def _member_predictions(self, X: PromptBatch) -> list[np.ndarray]:
         return [r.predict_scores(X) for r in self.routers_]
 
     def _predict(self, X: PromptBatch) -> np.ndarray:
-        preds = self._member_predictions(X)
-        return np.tensordot(self.weights_, np.stack(preds), axes=1)
+        preds = np.stack(self._member_predictions(X))
+        if self.stack_coef_ is not None and self.stack_bias_ is not None:
+            return np.einsum("knm,km->nm", preds, self.stack_coef_) + self.stack_bias_
+        return np.tensordot(self.weights_, preds, axes=1)
 
     def _explain(self, X: PromptBatch) -> Explanation:
         base = super()._explain(X)
@@ -87,14 +147,24 @@ class EnsembleRouter(Router):
             {
                 "router": r.name,
                 "weight": float(w),
+                **(
+                    {}
+                    if self.stack_coef_ is None
+                    else {"stack_coef": dict(zip(models, self.stack_coef_[k].tolist(), strict=True))}
+                ),
                 "predicted": dict(zip(models, p[0].tolist(), strict=True)),
             }
-            for r, w, p in zip(self.routers_, self.weights_, self._member_predictions(X), strict=True)
+            for k, (r, w, p) in enumerate(
+                zip(self.routers_, self.weights_, self._member_predictions(X), strict=True)
+            )
         ]
         return base
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {"weights": self.weights_}
+        arrays = {"weights": self.weights_}
+        if self.stack_coef_ is not None and self.stack_bias_ is not None:
+            arrays["stack_coef"], arrays["stack_bias"] = self.stack_coef_, self.stack_bias_
+        return arrays
 
     def _state_meta(self) -> dict[str, Any]:
         return {"member_types": [r.name for r in self.routers_]}
@@ -105,6 +175,8 @@ class EnsembleRouter(Router):
 
     def _restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], directory: Path) -> None:
         self.weights_ = arrays["weights"]
+        self.stack_coef_ = arrays.get("stack_coef")
+        self.stack_bias_ = arrays.get("stack_bias")
         types = list(meta["member_types"])
         routers = [load_router(_member_dir(directory, k)) for k in range(len(types))]
         for k, (router, kind) in enumerate(zip(routers, types, strict=True)):

@@ -26,6 +26,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "routerforge.routers.lexical",
     "routerforge.routers.cluster",
     "routerforge.routers.ensemble",
+    "routerforge.routers.prior",
     "routerforge.routers.semantic",
     "routerforge.routers.llm_policy",
 )

@@ -350,7 +350,8 @@ def write_litellm_config(path: Path, upstream_port: int) -> None:
 
 
 def find_litellm(given: str | None) -> str | None:
-    for cand in (given, "/tmp/litellm-venv/bin/litellm", shutil.which("litellm")):
+    beside = str(Path(sys.executable).with_name("litellm"))  # the venv this benchmark runs in
+    for cand in (given, beside, "/tmp/litellm-venv/bin/litellm", shutil.which("litellm")):
         if cand and Path(cand).is_file():
             return cand
     return None

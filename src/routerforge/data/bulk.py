@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, select
 
-from routerforge.data.records import EvalRecord, PromptItem
-from routerforge.data.resolve import RULES, Cell, check_record, merge_prompt, prompt_row, record_row
+from routerforge.data.records import EvalRecord
+from routerforge.data.resolve import RULES, group_records, prompt_row, record_row
 from routerforge.data.schema import PromptRow
 from routerforge.data.sqlutil import upsert
 from routerforge.errors import ValidationError
@@ -199,29 +199,9 @@ def _write_chunk(
     description: str | None,
     report: StreamReport,
 ) -> tuple[int, int]:
-    prompts: dict[str, PromptItem] = {}
-    cells: dict[tuple[str, str], Cell] = {}
-    for record in chunk:
-        check_record(record)
-        item = prompts.get(record.prompt_key)
-        if item is None:
-            prompts[record.prompt_key] = PromptItem(
-                key=record.prompt_key,
-                text=record.prompt,
-                reference=record.reference,
-                choices=record.choices,
-                category=record.category,
-                split=record.split,
-                metadata=dict(record.metadata),
-            )
-        else:
-            merge_prompt(item, record)
-        cell = cells.get((record.prompt_key, record.model))
-        if cell is None:
-            cells[(record.prompt_key, record.model)] = Cell(record)
-        else:
-            report.duplicates += 1
-            cell.add(record, rule)
+    grouped = group_records(chunk, rule)
+    report.duplicates += grouped.duplicates
+    prompts, cells = grouped.prompts, grouped.cells
     resolved = [cell.resolved(rule) for cell in cells.values()]
     with store.engine.begin() as conn:
         dataset_id = store.ensure_dataset(conn, dataset, source, description)

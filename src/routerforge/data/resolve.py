@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from routerforge.data.records import EvalRecord, PromptItem, text_hash
@@ -109,6 +109,45 @@ def merge_prompt(into: PromptItem, record: EvalRecord) -> None:
     into.choices = into.choices or record.choices
     if record.metadata:
         into.metadata = {**record.metadata, **into.metadata}
+
+
+@dataclass
+class Grouped:
+    """Records grouped by prompt and by (prompt, model) cell, before the duplicate rule resolves each cell."""
+
+    prompts: dict[str, PromptItem] = field(default_factory=dict)
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    outcomes: int = 0
+    duplicates: int = 0
+
+
+def group_records(records: Iterable[EvalRecord], rule: str) -> Grouped:
+    """Check every record, merge the prompts' fields and collect each (prompt, model)'s outcomes under ``rule``
+    (the one place import and streamed import group records)."""
+    out = Grouped()
+    for record in records:
+        check_record(record)
+        out.outcomes += 1
+        item = out.prompts.get(record.prompt_key)
+        if item is None:
+            out.prompts[record.prompt_key] = PromptItem(
+                key=record.prompt_key,
+                text=record.prompt,
+                reference=record.reference,
+                choices=record.choices,
+                category=record.category,
+                split=record.split,
+                metadata=dict(record.metadata),
+            )
+        else:
+            merge_prompt(item, record)
+        cell = out.cells.get((record.prompt_key, record.model))
+        if cell is None:
+            out.cells[(record.prompt_key, record.model)] = Cell(record)
+        else:
+            out.duplicates += 1
+            cell.add(record, rule)
+    return out
 
 
 def batches(rows: Sequence[dict[str, Any]], size: int = BATCH) -> Iterator[Sequence[dict[str, Any]]]:

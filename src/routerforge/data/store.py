@@ -23,9 +23,7 @@ from routerforge.data.records import CandidateModel, EvalRecord, PromptItem
 from routerforge.data.resolve import (
     BATCH,
     RULES,
-    Cell,
-    check_record,
-    merge_prompt,
+    group_records,
     prompt_row,
     record_row,
 )
@@ -231,30 +229,10 @@ class Store:
                 f"Unknown duplicate rule {rule!r}.", hint=f"Use one of: {', '.join(RULES)}."
             )
         report = ImportReport(dataset=dataset, rule=rule)
-        prompts: dict[str, PromptItem] = {}
-        cells: dict[tuple[str, str], Cell] = {}
-        for record in records:
-            check_record(record)
-            report.outcomes += 1
-            item = prompts.get(record.prompt_key)
-            if item is None:
-                prompts[record.prompt_key] = PromptItem(
-                    key=record.prompt_key,
-                    text=record.prompt,
-                    reference=record.reference,
-                    choices=record.choices,
-                    category=record.category,
-                    split=record.split,
-                    metadata=dict(record.metadata),
-                )
-            else:
-                merge_prompt(item, record)
-            cell = cells.get((record.prompt_key, record.model))
-            if cell is None:
-                cells[(record.prompt_key, record.model)] = Cell(record)
-            else:
-                report.duplicates += 1
-                cell.add(record, rule)
+        grouped = group_records(records, rule)
+        report.outcomes += grouped.outcomes
+        report.duplicates += grouped.duplicates
+        prompts, cells = grouped.prompts, grouped.cells
         resolved = [cell.resolved(rule) for cell in cells.values()]
         report.prompts = len(prompts)
         report.records = len(resolved)

@@ -10,7 +10,8 @@ from sqlalchemy.engine import Connection
 
 import routerforge.gateway.assignments  # router assignments, audit, state version (autogenerate)
 import routerforge.gateway.db  # declares the gateway's tables on Base, for autogenerate
-import routerforge.gateway.ledger  # noqa: F401  (budget windows and reservation leases)
+import routerforge.gateway.ledger  # budget windows and reservation leases
+import routerforge.gateway.ui.rollup  # noqa: F401  (the dashboard's roll-up tables)
 from routerforge.data.schema import Base
 
 config = context.config

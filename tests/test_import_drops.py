@@ -98,3 +98,23 @@ def test_bench_counts_test_prompts_whose_text_is_in_train(
     doc = json.loads(out.read_text())
     assert doc["dropped"]["test_text_in_train"] == 30 and doc["n_prompts"] == 30
     assert "30 held out but their text is a training prompt" in err
+
+
+@pytest.mark.parametrize("command", ["import", "import-stream"])
+def test_a_lone_surrogate_escape_is_a_counted_bad_row(
+    rf_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text(
+        '{"prompt": "fine question", "model": "a", "score": 1}\n'
+        '{"prompt": "bad \\ud800 question", "model": "a", "score": 0}\n'
+        '{"prompt": "ok", "model": "b", "score": 0, "metadata": {"\\udfff": 1}}\n',
+        encoding="utf-8",
+    )
+    code, out, err = run(capsys, "data", command, str(path), "--name", f"s-{command}", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "Traceback" not in err
+    assert doc["outcomes"] == 1 and doc["read"]["rows"] == 3 and doc["read"]["skipped"] == 2
+    assert {i["line"] for i in doc["read"]["issues"]} == {2, 3}
+    assert all("lone UTF-16 surrogate" in i["reason"] for i in doc["read"]["issues"])

@@ -369,7 +369,32 @@ def iter_jsonl(path: Path, ctx: ReadContext) -> Iterator[tuple[int, dict[str, An
                     DataError(f"expected a JSON object, got {type(obj).__name__}", path=where, line=number)
                 )
                 continue
+            if _has_lone_surrogate(obj):
+                ctx.reject(
+                    DataError(
+                        "a string holds a lone UTF-16 surrogate escape (such as \\ud800), which is not text",
+                        path=where,
+                        line=number,
+                        hint="Fix the producer of the file: escape surrogates only in pairs.",
+                    )
+                )
+                continue
             yield number, obj
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when any string in a decoded JSON value (keys included) cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def first_json_object(path: Path) -> dict[str, Any]:

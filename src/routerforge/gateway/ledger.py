@@ -37,10 +37,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from routerforge.data.schema import Base
 from routerforge.data.sqlutil import dialect_insert
-from routerforge.errors import ConfigError
 from routerforge.gateway.config import CountersConfig
 from routerforge.gateway.db import GatewayDB, utcnow
-from routerforge.gateway.ratelimit import counters_backend
+from routerforge.gateway.ratelimit import counters_backend, redis_client
 
 EPS = 1e-9  # float slack when comparing sums of USD amounts with a limit
 
@@ -371,14 +370,7 @@ class RedisLedger:
     kind = "redis"
 
     def __init__(self, url: str, prefix: str) -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError(
-                "counters.backend is 'redis' but the redis package is not installed.",
-                hint="pip install 'routerforge[redis]'",
-            ) from exc
-        self._client: Any = aioredis.from_url(url)
+        self._client: Any = redis_client(url)
         self.prefix = prefix
         self._reserve = self._client.register_script(_RESERVE_LUA)
         self._settle = self._client.register_script(_SETTLE_LUA)

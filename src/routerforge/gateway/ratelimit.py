@@ -92,18 +92,23 @@ class SqlCounters:
         return None
 
 
+def redis_client(url: str) -> Any:
+    """An asyncio Redis client for ``counters.redis_url`` (a clear error when the extra is missing)."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise ConfigError(
+            "counters.backend is 'redis' but the redis package is not installed.",
+            hint="pip install 'routerforge[redis]'",
+        ) from exc
+    return aioredis.from_url(url)
+
+
 class RedisCounters:
     kind = "redis"
 
     def __init__(self, url: str, prefix: str) -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError(
-                "counters.backend is 'redis' but the redis package is not installed.",
-                hint="pip install 'routerforge[redis]'",
-            ) from exc
-        self._client: Any = aioredis.from_url(url)
+        self._client: Any = redis_client(url)
         self.prefix = prefix
 
     async def add(self, key: str, amount: float, ttl_s: float) -> float:

@@ -205,24 +205,23 @@ class Routing:
                 if arm is not None:
                     self._router_at(self._named_dir(arm))
         loaded = []
-        for base in (self.routers_dir, *sorted((self.routers_dir / "tenants").glob("*"))):
-            if base.is_dir():
-                for d in sorted(base.iterdir()):
-                    if (d / "router.json").is_file():
-                        try:
-                            self._router_at(d)
-                            loaded.append(str(d))
-                        except (
-                            ArtifactError,
-                            ConfigError,
-                            ValidationError,
-                            ImportError,
-                            OSError,
-                            ValueError,
-                            KeyError,
-                            TypeError,
-                        ) as exc:  # a broken dir must not stop the gateway; using it answers 503 (service)
-                            self.failed[str(d)] = str(exc)
+        from routerforge.policy.trained import router_dirs
+
+        for d in router_dirs(self.routers_dir).values():
+            try:
+                self._router_at(d)
+                loaded.append(str(d))
+            except (
+                ArtifactError,
+                ConfigError,
+                ValidationError,
+                ImportError,
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as exc:  # a broken dir must not stop the gateway; using it answers 503 (service)
+                self.failed[str(d)] = str(exc)
         return loaded
 
     def _named_dir(self, syn: SyntheticModelConfig | CandidateRouterConfig) -> Path:

@@ -345,6 +345,30 @@ class TrainedRouter:
             closer()
 
 
+def is_router_dir(directory: Path) -> bool:
+    """True when ``directory`` holds a saved router (its ``router.json``)."""
+    return (directory / "router.json").is_file()
+
+
+def router_dirs(routers_dir: Path) -> dict[str, Path]:
+    """Router directories under ``routers_dir`` by key: ``name`` (shared) and ``tenants/<tenant>/<name>``
+    (a tenant's own), sorted; the one listing the gateway and the dashboard use."""
+    found: dict[str, Path] = {}
+    if not routers_dir.is_dir():
+        return found
+    for d in sorted(routers_dir.iterdir()):
+        if d.is_dir() and is_router_dir(d):
+            found[d.name] = d
+    tenants = routers_dir / "tenants"
+    if tenants.is_dir():
+        for t in sorted(tenants.iterdir()):
+            if t.is_dir():
+                for d in sorted(t.iterdir()):
+                    if d.is_dir() and is_router_dir(d):
+                        found[f"tenants/{t.name}/{d.name}"] = d
+    return found
+
+
 def collection_name(directory: Path) -> str:
     """A Qdrant collection name for a router directory: its name plus a short hash of its absolute path."""
     resolved = str(Path(directory).resolve())

@@ -26,6 +26,7 @@ from routerforge.errors import ValidationError
 from routerforge.gateway.ui import layout
 from routerforge.gateway.ui.context import UIContext
 from routerforge.gateway.ui.routes import PageRequest, ui_page
+from routerforge.policy.engine import POLICY_KINDS
 
 log = logging.getLogger("routerforge.gateway.ui")
 esc = layout.esc
@@ -59,16 +60,15 @@ def _int(value: str | None, name: str, default: int, hi: int) -> int:
 def _kind(value: str | None) -> str | None:
     if not value:
         return None
-    if value not in ("threshold", "wtp", "tolerance"):
+    if value not in POLICY_KINDS:
         raise ValidationError("policy must be threshold, wtp or tolerance.", param="kind")
     return value
 
 
 def _router_names(ctx: UIContext) -> list[str]:
-    base = ctx.routers_dir
-    if not base.is_dir():
-        return []
-    return sorted(d.name for d in base.iterdir() if (d / "router.json").is_file())
+    from routerforge.policy.trained import router_dirs
+
+    return [key for key in router_dirs(ctx.routers_dir) if not key.startswith("tenants/")]
 
 
 def _base_config(ctx: UIContext) -> Any:

@@ -91,20 +91,9 @@ class RouterInfo:
 
 def list_routers(routers_dir: Path) -> dict[str, Path]:
     """Router directories by key: ``name`` (shared) and ``tenants/<tenant>/<name>`` (private)."""
-    found: dict[str, Path] = {}
-    if not routers_dir.is_dir():
-        return found
-    for d in sorted(routers_dir.iterdir()):
-        if d.is_dir() and (d / "router.json").is_file():
-            found[d.name] = d
-    tenants = routers_dir / "tenants"
-    if tenants.is_dir():
-        for t in sorted(tenants.iterdir()):
-            if t.is_dir():
-                for d in sorted(t.iterdir()):
-                    if d.is_dir() and (d / "router.json").is_file():
-                        found[f"tenants/{t.name}/{d.name}"] = d
-    return found
+    from routerforge.policy.trained import router_dirs
+
+    return router_dirs(routers_dir)
 
 
 def _bench_docs(routers_dir: Path, directory: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -116,6 +116,53 @@ def prompt_text(rng: random.Random, i: int) -> str:
     return f"#{i % 50000} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 30)))
 
 
+def synthetic_request(rng: random.Random, i: int, texts: list[str]) -> tuple[Any, ...]:
+    """One synthetic request's fields (shared by this benchmark and ``logfill.py``): synthetic model,
+    chosen, requested, status, answered, text, routing_ms, upstream_ms, tokens in/out, cost, predicted
+    scores, decision."""
+    syn = SYNTHETIC[rng.randrange(len(SYNTHETIC))] if rng.random() < 0.85 else None
+    chosen = MODELS[min(int(rng.expovariate(0.6)), len(MODELS) - 1)]
+    requested = syn or chosen
+    status = 200 if rng.random() > 0.03 else rng.choice([429, 500, 502, 499, 400])
+    answered = None if status >= 400 else chosen
+    if status == 200 and rng.random() < 0.02:
+        answered = MODELS[(MODELS.index(chosen) + 1) % len(MODELS)]  # a fallback
+    text = texts[rng.randrange(len(texts))] if rng.random() < 0.2 else prompt_text(rng, i)
+    routing_ms = rng.lognormvariate(0.3, 0.5) if syn else None
+    upstream_ms = rng.lognormvariate(6.5, 0.6) if answered else None
+    tin, tout = rng.randint(20, 800), rng.randint(10, 600)
+    cost = (tin * 2.5 + tout * 10) / 1e6 if answered else None
+    predicted = {m: round(rng.random(), 4) for m in MODELS[:3]} if syn else None
+    decision = (
+        {
+            "model": chosen,
+            "synthetic_model": syn,
+            "policy": "threshold",
+            "knob": 0.5,
+            "predicted": predicted,
+            "reason": "p_strong 0.61 ≥ threshold 0.5",
+            "details": {"knob_source": "calibration", "candidates": MODELS[:3]},
+        }
+        if syn
+        else None
+    )
+    return (
+        syn,
+        chosen,
+        requested,
+        status,
+        answered,
+        text,
+        routing_ms,
+        upstream_ms,
+        tin,
+        tout,
+        cost,
+        predicted,
+        decision,
+    )
+
+
 def make_rows(n: int, now: dt.datetime, seed: int = 0) -> tuple[list[tuple[Any, ...]], list[str]]:
     """``n`` request rows (tuples in ``COLUMNS`` order), oldest first, and the eval prompt texts."""
     rng = random.Random(seed)
@@ -133,33 +180,21 @@ def make_rows(n: int, now: dt.datetime, seed: int = 0) -> tuple[list[tuple[Any, 
     start = now - dt.timedelta(seconds=span)
     for i, t in enumerate(times):
         created = start + dt.timedelta(seconds=t)
-        syn = SYNTHETIC[rng.randrange(len(SYNTHETIC))] if rng.random() < 0.85 else None
-        chosen = MODELS[min(int(rng.expovariate(0.6)), len(MODELS) - 1)]
-        requested = syn or chosen
-        r = rng.random()
-        status = 200 if r > 0.03 else rng.choice([429, 500, 502, 499, 400])
-        answered = None if status >= 400 else chosen
-        if status == 200 and rng.random() < 0.02:
-            answered = MODELS[(MODELS.index(chosen) + 1) % len(MODELS)]  # a fallback
-        text = eval_texts[rng.randrange(len(eval_texts))] if rng.random() < 0.2 else prompt_text(rng, i)
-        routing_ms = rng.lognormvariate(0.3, 0.5) if syn else None
-        upstream_ms = rng.lognormvariate(6.5, 0.6) if answered else None
-        tin, tout = rng.randint(20, 800), rng.randint(10, 600)
-        cost = (tin * 2.5 + tout * 10) / 1e6 if answered else None
-        predicted = {m: round(rng.random(), 4) for m in MODELS[:3]} if syn else None
-        decision = (
-            {
-                "model": chosen,
-                "synthetic_model": syn,
-                "policy": "threshold",
-                "knob": 0.5,
-                "predicted": predicted,
-                "reason": "p_strong 0.61 ≥ threshold 0.5",
-                "details": {"knob_source": "calibration", "candidates": MODELS[:3]},
-            }
-            if syn
-            else None
-        )
+        (
+            syn,
+            chosen,
+            requested,
+            status,
+            answered,
+            text,
+            routing_ms,
+            upstream_ms,
+            tin,
+            tout,
+            cost,
+            predicted,
+            decision,
+        ) = synthetic_request(rng, i, eval_texts)
         rows.append(
             (
                 f"{i:08x}{rng.getrandbits(64):016x}",

@@ -9,7 +9,9 @@ asyncio (so the client's own cost stays small and equal for every target).
 
 Measured:
 * added latency = p50/p99 through the gateway − p50/p99 of calling the upstream directly, at concurrency 1
-  and 8, for a pass-through model and a knn synthetic model (``router-knn-0.5``, MiniLM ONNX embedding);
+  and 8, for a pass-through model and a knn synthetic model (``router-knn-0.5``; MiniLM ONNX embedding, or
+  the static embedder with ``--embed static``: router trained and served with
+  ``ROUTERFORGE_EMBED__PROVIDER=static``, results in ``gateway_static.json``/``.md``);
 * proxied and route-only requests/s at concurrency 16 (bounded by a request count and a duration);
 * the gateway process's resident memory (VmRSS / peak VmHWM) and whether torch is loaded (its shared
   libraries mapped into the process).
@@ -390,13 +392,31 @@ def route_bodies(model: str, texts: list[str], *, explain: bool) -> Bodies:
     return [json.dumps({"model": model, "prompt": t, "explain": explain}).encode() for t in texts]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure_latency(
-    port: int, path: str, body: Bodies, headers: dict[str, str], n: int, warmup: int
+    port: int,
+    path: str,
+    body: Bodies,
+    headers: dict[str, str],
+    n: int,
+    warmup: int,
+    cpu_pids: list[int] | None = None,
 ) -> dict[str, Any]:
+    """p50/p99 at concurrency 1 and 8; with ``cpu_pids`` (the serving processes) also their CPU time per
+    request at concurrency 1, which, unlike wall times, does not grow with the machine's load."""
     await run_load(port, path, body, headers, concurrency=4, n=warmup, duration_s=60)
-    out = {}
+    out: dict[str, Any] = {}
     for c in (1, 8):
+        before = sum(cpu_seconds(p) for p in cpu_pids or [])
         out[f"c{c}"] = await run_load(port, path, body, headers, concurrency=c, n=n, duration_s=60)
+        if cpu_pids and c == 1 and out["c1"]["requests"]:
+            used = sum(cpu_seconds(p) for p in cpu_pids) - before
+            out["c1"]["server_cpu_ms_per_request"] = round(used * 1000.0 / out["c1"]["requests"], 3)
     return out
 
 
@@ -428,9 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         help="counters.backend (default: auto (sql on the SQLite store) for 1 worker, redis for more).",
     )
     parser.add_argument("--litellm-bin", default=None, help="Path of a `litellm` proxy executable.")
+    parser.add_argument(
+        "--embed",
+        choices=("minilm-onnx", "static"),
+        default=None,
+        help="embed.provider of the knn router and the gateway (default: the settings' default, MiniLM ONNX).",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="gateway", help="Result file names: NAME.json and NAME.md.")
     args = parser.parse_args(argv)
+    if args.embed == "static" and args.name == "gateway":
+        args.name = "gateway_static"  # keep the MiniLM results of the default run
     if args.quick:
         args.n_latency, args.max_requests, args.duration, args.knn_prompts = 60, 300, 3.0, 200
 
@@ -439,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERFORGE_")}
     env["ROUTERFORGE_HOME"] = str(home)
+    if args.embed:  # the router is trained (here) and served (the gateway) with this embedder
+        env["ROUTERFORGE_EMBED__PROVIDER"] = os.environ["ROUTERFORGE_EMBED__PROVIDER"] = args.embed
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {
         "machine": {
@@ -447,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
-        "settings": {k: getattr(args, k) for k in ("n_latency", "max_requests", "duration", "concurrency")},
+        "settings": {
+            k: getattr(args, k) for k in ("n_latency", "max_requests", "duration", "concurrency", "embed")
+        },
         "targets": TARGETS,
     }
     try:
@@ -493,13 +525,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["direct_upstream"] = direct
             pt = await measure_latency(
-                gw_port, "/v1/chat/completions", direct_body, auth, args.n_latency, 100
+                gw_port, "/v1/chat/completions", direct_body, auth, args.n_latency, 100, process_tree(gw.pid)
             )
             results["gateway_pass_through"] = {**pt, "added": added(pt, direct)}
             if results["knn_router"].get("trained"):
                 knn_body = chat_bodies("router-knn-0.5", request_texts("knn-latency"))
                 knn = await measure_latency(
-                    gw_port, "/v1/chat/completions", knn_body, auth, args.n_latency, 100
+                    gw_port, "/v1/chat/completions", knn_body, auth, args.n_latency, 100, process_tree(gw.pid)
                 )
                 results["gateway_knn"] = {
                     **knn,
@@ -662,6 +694,18 @@ def render_markdown(r: dict[str, Any]) -> str:
                 f"**{fmt(res['added'][c]['added_p50_ms'])}** | {fmt(direct.get(c, {}).get('p99_ms'))} | "
                 f"{fmt(res[c]['p99_ms'])} | {fmt(res['added'][c]['added_p99_ms'])} |"
             )
+    cpu = [
+        (name, res["c1"]["server_cpu_ms_per_request"])
+        for name, res in rows[:2]
+        if res and "server_cpu_ms_per_request" in res["c1"]
+    ]
+    if cpu:
+        lines += [
+            "",
+            "Gateway CPU time per request at concurrency 1 (all its threads; does not grow with the load): "
+            + "; ".join(f"{name} {ms:.2f} ms" for name, ms in cpu)
+            + ".",
+        ]
     lines += [
         "",
         "## Throughput (bounded loopback load)",
@@ -708,6 +752,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         ("proxied req/s ≥ 400", (t.get("proxied_pass_through") or {}).get("rps"), 400.0, "ge"),
         ("route-only req/s ≥ 300", (t.get("route_only_knn") or {}).get("rps"), 300.0, "ge"),
         ("peak RSS ≤ 300 MB", (r.get("rss_after_load") or {}).get("peak_rss_mb"), 300.0, "le"),
+        ("gateway + knn peak RSS ≤ 250 MB", (r.get("rss_after_load") or {}).get("peak_rss_mb"), 250.0, "le"),
     ]
     for name, value, target, how in checks:
         ok = None if value is None else (value <= target if how == "le" else value >= target)
@@ -716,7 +761,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
     lines.append(f"- torch not imported: {'met' if r.get('torch_loaded') is False else 'NOT met'}")
     knn = r.get("knn_router", {})
-    lines += ["", f"knn router: {knn}"]
+    lines += ["", f"knn router: {knn}; embedder: {r['settings'].get('embed') or 'default (minilm-onnx)'}"]
     if r.get("gateway_knn"):
         lines.append(
             f"Mean routing time inside the gateway (embedding + knn + policy, from its metrics): "

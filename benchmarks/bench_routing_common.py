@@ -104,9 +104,13 @@ def run(
     targets: Callable[[dict[str, Any]], list[tuple[str, str, str, bool | None]]],
     command: str,
     read_options: dict[str, dict[str, Any]] | None = None,
+    setup_builder: Callable[..., Any] | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark ``name`` and write its JSON and markdown results (``read_options``: per dataset,
-    how to import it)."""
+    how to import it; ``setup_builder(build_setup, settings, seed, **setup_kwargs)`` replaces the setup, e.g.
+    the dev protocol of ``bench_routing_dev.py``; ``keep`` receives ``rows``, ``models``, ``scores`` (true
+    scores of the held-out rows), ``fold`` (their fold) and ``pred__<router>`` (pooled out-of-fold predictions))."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -123,7 +127,10 @@ def run(
     previous: dict[str, Any] = {}
     if args.merge and (args.out / f"{name}.json").is_file():
         previous = json.loads((args.out / f"{name}.json").read_text(encoding="utf-8"))
-    setup = build_setup(settings, seed=args.seed, **setup_kwargs)
+    if setup_builder is not None:
+        setup = setup_builder(build_setup, settings, args.seed, **setup_kwargs)
+    else:
+        setup = build_setup(settings, seed=args.seed, **setup_kwargs)
     embedder = build_embedder(settings.embed, cache_dir=settings.cache_dir)
     quick = build_embedder(settings.embed.model_copy(update={"cache": False, "threads": 1}), cache_dir=None)
     encoder = EmbedderEncoder(embedder, progress=True)
@@ -133,6 +140,7 @@ def run(
     # One harness call per router family (the embeddings come from the cache after the first), writing the
     # results after each, so a long family never holds back the others.
     for k, spec in enumerate(specs or [None]):
+        part_keep: dict[str, Any] = {}
         with Progress(console=console) as progress:
             part = run_bench(
                 setup,
@@ -143,7 +151,19 @@ def run(
                 seed=args.seed,
                 progress=progress,
                 bootstrap=args.bootstrap,
+                keep=part_keep,
             )
+        if keep is not None and spec is not None:
+            import numpy as np
+
+            models = part_keep["models"]
+            keep["rows"], keep["models"] = part_keep["rows"], np.array(models)
+            keep["scores"] = setup.test.select_models(models).scores[part_keep["rows"]]
+            fold_of = np.full(setup.test.n_prompts, -1)
+            for f, fold in enumerate(setup.folds):
+                fold_of[np.asarray(fold.test, dtype=np.int64)] = f
+            keep["fold"] = fold_of[part_keep["rows"]]
+            keep[f"pred__{spec.key}"] = part_keep["predicted"][spec.key]
         if not doc and previous and spec is not None:  # --merge: the earlier routers, then this run's
             kept = {n: e for n, e in previous["routers"].items() if n not in ("random", "oracle", spec.key)}
             doc = {**part, "routers": {**kept, **part["routers"]}}

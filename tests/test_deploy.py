@@ -53,9 +53,10 @@ def env_refs(config: GatewayConfig) -> set[str]:
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions per stage; stage 0 holds the global ARGs before the first FROM."""
     text = (DEPLOY / "Dockerfile").read_text()
     joined = re.sub(r"\\\n", " ", text)
-    stages: list[list[tuple[str, str]]] = []
+    stages: list[list[tuple[str, str]]] = [[]]
     for line in joined.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -69,7 +70,13 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
 
 def test_dockerfile_multi_stage_non_root_health_checked_no_secrets() -> None:
     stages = dockerfile_stages()
-    assert len(stages) >= 2, "multi-stage: a build stage and a slim runtime stage"
+    assert len(stages) >= 3, "multi-stage: a build stage and a slim runtime stage"
+    # the base image is a build argument (a local base for air-gapped builds), defaulting to the public slim one
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in stages[0]
+    assert [v for i, v in stages[1] + stages[-1] if i == "FROM"] == [
+        "${BASE_IMAGE} AS build",
+        "${BASE_IMAGE} AS runtime",
+    ]
     final = stages[-1]
     users = [v for i, v in final if i == "USER"]
     assert users, "the runtime stage sets a USER"
@@ -87,7 +94,9 @@ def test_dockerfile_multi_stage_non_root_health_checked_no_secrets() -> None:
             if instr in ("ENV", "ARG"):
                 for name in re.findall(r"([A-Z_][A-Z0-9_]*)=", value):
                     assert not SECRETISH.search(name), f"{instr} {name}: secrets come from the environment"
-                    assert name.startswith(("ROUTERFORGE_", "PYTHON", "PIP_", "PATH", "HOME", "EXTRAS")), name
+                    assert name.startswith(
+                        ("ROUTERFORGE_", "PYTHON", "PIP_", "PATH", "HOME", "EXTRAS", "BASE_IMAGE")
+                    ), name
                     if name.startswith("ROUTERFORGE_"):
                         assert name in setting_names(), f"{name} is not a routerforge setting"
     ignore = (ROOT / ".dockerignore").read_text()
@@ -123,6 +132,9 @@ def test_compose_two_gateways_postgres_redis_shared_routers() -> None:
         assert any(v.endswith(":/etc/routerforge/gateway.yaml:ro") for v in gw["volumes"])
         assert gw["read_only"] is True and gw["user"].split(":")[0] == "10001"
         assert set(gw["depends_on"]) == {"postgres", "redis"}
+        # the writable home is a tmpfs owned by the gateway's uid (a bare tmpfs is root:0755: found by running it)
+        [home] = [m for m in gw["tmpfs"] if m.split(":")[0] == "/var/lib/routerforge"]
+        assert "uid=10001" in home and "gid=10001" in home
         probe = " ".join(gw["healthcheck"]["test"])
         assert re.search(r"/(readyz|healthz)'", probe) and "/readyz" in routes()
         [port] = gw["ports"]
@@ -132,20 +144,47 @@ def test_compose_two_gateways_postgres_redis_shared_routers() -> None:
     assert "routers" in doc["volumes"]
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
-def test_compose_config_when_the_plugin_exists() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip("docker compose plugin not installed here (see docs/deploy.md)")
+def compose_v2() -> list[str] | None:
+    """`docker compose` (the plugin) or a standalone Compose v2 `docker-compose`; v1 (EOL) cannot read `name:`."""
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        exe = shutil.which(cmd[0])
+        if exe is None:
+            continue
+        cmd = [exe, *cmd[1:]]  # absolute: the subprocess below runs with a minimal PATH
+        probe = subprocess.run([*cmd, "version"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0 and re.search(r"\bv?2\.\d+", probe.stdout):
+            return cmd
+    return None
+
+
+def test_compose_config_when_compose_v2_exists() -> None:
+    cmd = compose_v2()
+    if cmd is None:
+        pytest.skip("no Compose v2 here (docker compose plugin or docker-compose v2): see docs/deploy.md")
     env = {"POSTGRES_PASSWORD": "x", "RF_KEY_PEPPER": "y", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    out = subprocess.run(
-        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    files = [DEPLOY / "compose.yaml", DEPLOY / "airgap" / "compose.airgap.yaml"]
+    for n in (1, 2):
+        args = [a for f in files[:n] for a in ("-f", str(f))]
+        out = subprocess.run(
+            [*cmd, *args, "config", "--quiet"], capture_output=True, text=True, env=env, check=False
+        )
+        assert out.returncode == 0, out.stderr
+
+
+def test_airgap_override_builds_every_service_from_the_local_base() -> None:
+    """deploy/airgap/compose.airgap.yaml: the same services, each built (not pulled) from the BASE_IMAGE arg."""
+    base = compose()["services"]
+    over = yaml.safe_load((DEPLOY / "airgap" / "compose.airgap.yaml").read_text())["services"]
+    assert set(over) == set(base)
+    for name, svc in over.items():
+        build = svc["build"]
+        assert build["network"] == "host" and "BASE_IMAGE" in build["args"], name
+        context = (DEPLOY / build["context"]).resolve()  # relative to deploy/, the first compose file's dir
+        assert (context / build["dockerfile"]).is_file(), name
+        if name in ("postgres", "redis"):
+            assert svc["image"] != base[name]["image"]  # never shadows the official image's tag
+            assert (context / f"{name}-entrypoint.sh").stat().st_mode & 0o111, "entrypoint is executable"
+    assert (DEPLOY / "airgap" / "build-base.sh").stat().st_mode & 0o111
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

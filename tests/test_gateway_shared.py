@@ -16,7 +16,6 @@ from routerforge.config import load_settings
 from routerforge.gateway.app import create_app
 from routerforge.gateway.config import parse_gateway_config
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -24,27 +23,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
         yield up
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL (dropped afterwards); skips when the server is unreachable."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    pytest.importorskip("psycopg")
-    engine = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = "rf_gw_" + secrets.token_hex(4)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except Exception as exc:
-        engine.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (trust auth, db 'test') is not reachable: {exc}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        engine.dispose()
 
 
 @pytest.fixture

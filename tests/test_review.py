@@ -287,32 +287,6 @@ def test_review_counts_skips_and_refuses_bad_input(
     assert "disagreements" in out and "prompts (eval)" in out
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL (dropped afterwards); skips when the server is unreachable."""
-    import secrets
-
-    import sqlalchemy
-
-    pytest.importorskip("psycopg")
-    admin = sqlalchemy.create_engine(
-        "postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
-    )
-    name = "rf_review_" + secrets.token_hex(4)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except Exception as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-
 def test_assignments_on_postgresql_under_concurrent_promotions(pg_url: str) -> None:
     import threading
 

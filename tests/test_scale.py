@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from conftest import fresh_pg_database
 from routerforge.config import EmbedSettings, IndexSettings
 from routerforge.data.bulk import read_checkpoint, stream_import
 from routerforge.data.records import EvalRecord
@@ -43,34 +44,14 @@ class Interrupted(Exception):
     pass
 
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite file, or a fresh database on the local PostgreSQL (skipped when it is not running)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'rf.db'}"
         return
-    import secrets
-
-    from sqlalchemy import create_engine
-
-    pytest.importorskip("psycopg")
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = "rf_scale_" + secrets.token_hex(4)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except Exception as exc:
-        engine.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        engine.dispose()
+    with fresh_pg_database("rf_scale_") as url:
+        yield url
 
 
 def _records(n_prompts: int, models: tuple[str, ...] = ("a", "b", "c")) -> Iterator[EvalRecord]:

@@ -130,6 +130,7 @@ class OpenAICompatBackend:
         self._max_connections = max_connections
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._chat_url: httpx.URL | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> OpenAICompatBackend:
@@ -167,6 +168,8 @@ class OpenAICompatBackend:
                 transport=self._transport,
                 follow_redirects=False,
             )
+            # the endpoint's absolute URL, merged with base_url once (by httpx itself) rather than per request
+            self._chat_url = self._client.build_request("POST", "/chat/completions").url
         return self._client
 
     def _timeout(self, request: ChatRequest) -> float:
@@ -214,7 +217,10 @@ class OpenAICompatBackend:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._http().post("/chat/completions", json=body, timeout=timeout_s)
+                client = self._http()
+                response = await client.post(
+                    self._chat_url or "/chat/completions", json=body, timeout=timeout_s
+                )
         except TimeoutError as exc:
             raise self._fail(f"timed out after {timeout_s:g} s", status=None, retryable=True) from exc
         except httpx.HTTPError as exc:
@@ -258,8 +264,9 @@ class OpenAICompatBackend:
         body = request_payload(request, model, stream=True, stream_usage=self.stream_usage)
         finished = False
         try:
-            async with self._http().stream(
-                "POST", "/chat/completions", json=body, timeout=timeout_s
+            client = self._http()
+            async with client.stream(
+                "POST", self._chat_url or "/chat/completions", json=body, timeout=timeout_s
             ) as response:
                 if response.status_code >= 400:
                     raise self._status_error(response, await response.aread())

@@ -1,4 +1,5 @@
-"""Data at scale: ``routerforge data import-stream``, ``routerforge index build|drop``, ``routerforge prune-logs``."""
+"""Data at scale: ``routerforge data import-stream``, ``routerforge index build|drop``, ``routerforge prune-logs``,
+``routerforge partition-logs``."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ index_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``index``, ``prune-logs`` and ``data import-stream`` to ``app``."""
+    """Add ``index``, ``prune-logs``, ``partition-logs`` and ``data import-stream`` to ``app``."""
     app.add_typer(index_app, name="index")
     app.command("prune-logs")(prune_logs_cmd)
+    app.command("partition-logs")(partition_logs_cmd)
     from routerforge.cli.data import data_app
 
     data_app.command("import-stream")(import_stream_cmd)
@@ -322,3 +324,51 @@ def prune_logs_cmd(
             f"deleted {doc['requests']:,} requests older than {doc['cutoff']} ({doc['attempts']:,} attempts, "
             f"{doc['feedback']:,} feedback) in {doc['batches']} batches, {doc['seconds']:.1f} s"
         )
+
+
+# ------------------------------------------------------------------------------------- partition-logs
+def partition_logs_cmd(
+    ctx: typer.Context,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="monthly or daily (default: logging.partition of the gateway.yaml)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="gateway.yaml, for logging.partition.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, help="Requests moved per transaction.")
+    ] = 5000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Convert the request log (PostgreSQL) to tables partitioned by time, moving the rows over in
+    batches; resumable (run it again after an interruption), and gateways may keep serving meanwhile."""
+    from routerforge.cli.serve import _load
+    from routerforge.errors import ValidationError
+    from routerforge.gateway.db import GatewayDB
+    from routerforge.gateway.partitions import convert_log
+
+    settings, gw, _path = _load(ctx, config)
+    chosen = (mode or gw.logging.partition).strip()
+    if chosen not in ("monthly", "daily"):
+        raise ValidationError(
+            f"No partition period: --mode is {mode!r} and logging.partition is {gw.logging.partition!r}.",
+            hint="Pass --mode monthly (or daily), or set logging.partition in gateway.yaml.",
+        )
+    db = GatewayDB(settings.store_url)
+    try:
+        with _bar("moving rows", not as_json) as update:
+            report = convert_log(
+                db.engine, chosen, batch_size=batch_size, progress=lambda r: update(r.requests, None)
+            )
+    finally:
+        db.close()
+    doc = report.to_dict()
+    if as_json:
+        print_json(doc)
+        return
+    typer.echo(
+        f"request log partitioned {chosen}: moved {doc['requests']:,} requests and {doc['attempts']:,} attempts "
+        f"in {doc['batches']} batches ({doc['partitions']} partitions created, "
+        f"{doc['orphan_attempts']:,} attempts without a request dropped), {doc['seconds']:.1f} s"
+    )

@@ -84,12 +84,15 @@ def make_engine(url: str, *, durable: bool = False) -> Engine:
 
         event.listen(engine, "connect", set_pragmas)
         return engine
+    given = parsed.query.get("options") or ()
+    # JIT off first (the URL's own options may turn it back on): routerforge's queries are index lookups and
+    # small grouped scans, where compiling costs more than it saves. On a log partitioned by time the
+    # planner's cost of a join probing every partition crosses jit_above_cost, and compiling the plan took
+    # 200-570 ms of a 100 ms dashboard page at 10M rows (docs/scale.md).
+    options = ["-c jit=off", *([given] if isinstance(given, str) else list(given))]
     if durable:  # a commit returns once it is flushed to the server's disk, whatever the server default
-        given = parsed.query.get("options") or ()
-        options = [given] if isinstance(given, str) else list(given)  # keep the URL's own options
-        url = parsed.update_query_dict(
-            {"options": " ".join([*options, "-c synchronous_commit=on"])}
-        ).render_as_string(hide_password=False)
+        options.append("-c synchronous_commit=on")
+    url = parsed.update_query_dict({"options": " ".join(options)}).render_as_string(hide_password=False)
     try:
         return create_engine(url, pool_pre_ping=True)
     except (ImportError, SQLAlchemyError) as exc:

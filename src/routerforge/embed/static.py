@@ -14,7 +14,8 @@ missing — with the model2vec recipe:
    so concurrent builders never leave a partial table. It is memory-mapped when used: only the rows a
    process touches are resident, and processes on one machine (gateway workers) share those pages.
 
-Embedding a text is then: tokenise (the same fast tokenizer as MiniLM, no special tokens), cut to
+Embedding a text is then: tokenise (the same fast tokenizer as MiniLM, no special tokens; the texts of
+a request that are plain ASCII through :class:`AsciiWordPieces`, which gives the same ids faster), cut to
 ``max_tokens``, sum the table rows (the weights are baked into the row norms, so after normalisation the
 sum is the weighted mean), L2-normalise. An empty text gets the vector of ``[CLS] [SEP]``.
 """
@@ -22,8 +23,10 @@ sum is the weighted mean), L2-normalise. An empty text gets the vector of ``[CLS
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -59,6 +62,12 @@ DEFAULT_DIM = 256
 _BUILD_BATCH = 256  # [CLS] t [SEP] sequences per model call while building
 _TOKENIZE_CHUNK = 4096  # texts tokenised at once when embedding a batch
 _SMALL_BATCH = 64  # up to this many texts: summed row by row; more: one sparse product per chunk
+_WORD_CACHE = 20_000  # words whose word pieces the ASCII fast path keeps (then it starts over)
+# ASCII control characters BERT's normaliser drops (tab, newline and carriage return become spaces instead)
+_ASCII_CONTROLS = dict.fromkeys([*range(9), 11, 12, *range(14, 32), 127])
+# after that: runs of letters/digits, and every other non-space character alone (all ASCII symbols are
+# punctuation to BERT's pre-tokeniser)
+_ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9 \t\n\r]")
 
 
 def default_static_dir() -> Path:
@@ -178,6 +187,55 @@ def ensure_table(
     return path
 
 
+class AsciiWordPieces:
+    """Token ids of a plain-ASCII text, the same as ``tokenizer.encode(text, add_special_tokens=False).ids``
+    at a sixth of the cost (0.06 instead of 0.4 ms for a 512-token prompt: the tokenizer's per-call
+    normalisation and offset tracking dominated the static embedder's single-prompt time).
+
+    For ASCII text BERT's normaliser only drops control characters (tab, newline and carriage return become
+    spaces) and lowercases, and its pre-tokeniser splits on spaces and isolates every symbol. The word
+    pieces of each word come from the tokenizer's own WordPiece model, cached per word. Anything else
+    returns ``None`` and the caller runs the tokenizer: non-ASCII text, text holding one of the tokenizer's
+    added tokens (``[SEP]`` …, matched before normalisation), or a tokenizer that is not BERT-uncased.
+    ``tests/test_knn_fast_path.py`` checks that the ids are identical (random ASCII, development prompts).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        config = json.loads(tokenizer.to_str())
+        normalizer, pre = config.get("normalizer") or {}, config.get("pre_tokenizer") or {}
+        model = config.get("model") or {}
+        self.enabled = (
+            normalizer.get("type") == "BertNormalizer"
+            and normalizer.get("clean_text") is True
+            and normalizer.get("lowercase") is True
+            and pre.get("type") == "BertPreTokenizer"
+            and model.get("type") == "WordPiece"
+        )
+        added = getattr(tokenizer, "get_added_tokens_decoder", None)  # tokenizers >= 0.14
+        self.enabled = self.enabled and added is not None
+        self._model = tokenizer.model
+        self._added = [t.content.lower() for t in added().values()] if added is not None else []
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, text: str) -> list[int] | None:
+        if not self.enabled or not text.isascii():
+            return None
+        lowered = text.translate(_ASCII_CONTROLS).lower()
+        if any(token in lowered for token in self._added):
+            return None
+        cache = self._cache
+        out: list[int] = []
+        for word in _ASCII_WORD.findall(lowered):
+            ids = cache.get(word)
+            if ids is None:
+                ids = tuple(t.id for t in self._model.tokenize(word))
+                if len(cache) >= _WORD_CACHE:
+                    cache.clear()
+                cache[word] = ids
+            out += ids
+        return out
+
+
 class StaticEmbedder:
     """Static MiniLM token vectors, mean-pooled (Zipf-weighted) and L2-normalised; ``dim`` (256) floats.
 
@@ -215,6 +273,7 @@ class StaticEmbedder:
         self._table: np.ndarray | None = None
         self._tokenizer: BertTokenizer | None = None
         self.table_path: Path | None = None
+        self._fast: AsciiWordPieces | None = None
 
     @classmethod
     def from_settings(cls, settings: EmbedSettings) -> StaticEmbedder:
@@ -245,6 +304,7 @@ class StaticEmbedder:
                     tokenizer_path=self.tokenizer_path,
                 )
                 table = _read_table(path, (tokenizer.vocab_size, self._dim))
+                self._fast = AsciiWordPieces(tokenizer.tokenizer)
                 self._tokenizer, self._table, self.table_path = tokenizer, table, path
             return self._table, self._tokenizer
 
@@ -252,14 +312,18 @@ class StaticEmbedder:
         """Token ids of each text (no special tokens), cut to ``max_tokens``; ``[CLS], [SEP]`` for a text
         with no tokens."""
         _, tok = self._load()
-        if len(texts) == 1:
-            encodings: list[Any] = [tok.tokenizer.encode(texts[0], add_special_tokens=False)]
+        if len(texts) <= _SMALL_BATCH and self._fast is not None:  # a request: the ASCII fast path
+            fast = self._fast
+            raw: list[list[int]] = []
+            for text in texts:
+                ids = fast(text)
+                raw.append(tok.tokenizer.encode(text, add_special_tokens=False).ids if ids is None else ids)
         else:
-            encodings = tok.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            raw = [e.ids for e in tok.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         out = []
-        for e in encodings:
-            ids = truncate_ids(e.ids, self.max_tokens, self.truncation)
-            out.append(ids or [tok.cls_id, tok.sep_id])
+        for ids in raw:
+            cut = truncate_ids(ids, self.max_tokens, self.truncation)
+            out.append(cut or [tok.cls_id, tok.sep_id])
         return out
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -301,7 +365,9 @@ def _read_table(path: Path, shape: tuple[int, int]) -> np.ndarray:
             f"The static embedding table {path} has shape {table.shape} ({table.dtype}); expected {shape} float32.",
             hint="Delete the file; the next use rebuilds it.",
         )
-    return table
+    # a plain ndarray view of the mapping (same pages): indexing a np.memmap goes through its Python-level
+    # __getitem__, ~50 µs per prompt
+    return np.asarray(table)
 
 
 def main() -> None:

@@ -145,8 +145,6 @@ class Budgets:
     ) -> list[tuple[str, str, float, float]]:
         """``(key, label, limit_usd, ttl_s)`` of every money budget that applies to ``who``."""
         p = _as_principal(who)
-        now = now or dt.datetime.now(dt.UTC)
-        day, month = f"d:{now:%Y%m%d}", f"m:{now:%Y%m}"
         levels: list[tuple[str, str, float | None, float | None]] = []
         if p.key_id is not None:
             levels.append((f"k:{p.key_id}", f"key {p.key_id!r}", p.daily_usd, p.monthly_usd))
@@ -155,7 +153,11 @@ class Budgets:
         org = self.config.organisation_of(p.tenant)
         if org is not None:
             levels.append((f"o:{org.name}", f"organisation {org.name!r}", org.daily_usd, org.monthly_usd))
-        out = []
+        out: list[tuple[str, str, float, float]] = []
+        if all(daily is None and monthly is None for _, _, daily, monthly in levels):
+            return out  # no budget at all (the common case): no clock read or date formatting per request
+        now = now or dt.datetime.now(dt.UTC)
+        day, month = f"d:{now:%Y%m%d}", f"m:{now:%Y%m}"
         for prefix, label, daily, monthly in levels:
             if daily is not None:
                 out.append((f"b:{prefix}:{day}", f"{label} daily budget", float(daily), DAY_TTL_S))

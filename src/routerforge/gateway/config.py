@@ -374,6 +374,12 @@ class LoggingConfig(_Strict):
     prune_batch_size: int = Field(
         default=2000, ge=1, le=100_000, description="Requests deleted per pruning transaction."
     )
+    partition: Literal["none", "monthly", "daily"] = Field(
+        default="none",
+        description="PostgreSQL only: partition the request log (requests and attempts) by time, so "
+        "retention drops whole partitions instead of deleting rows. Applied when the log is empty (a new "
+        "store); convert an existing log with `routerforge partition-logs`. Ignored (with a warning) on SQLite.",
+    )
 
     def compiled(self) -> list[re.Pattern[str]]:
         return [re.compile(p) for p in self.redact_patterns]

@@ -128,6 +128,8 @@ class GwAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # its request's created_at (revision 0140): the partition key when the log is partitioned by time
+    created_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class GwFeedback(Base):
@@ -140,6 +142,9 @@ class GwFeedback(Base):
     labels: Mapped[Any] = mapped_column(JSON, nullable=True)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    # the rated request's created_at (revision 0150): with it a join to a log partitioned by time names
+    # the request's partition; ratings recorded before 0150 keep NULL and are joined by id alone
+    request_created_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (Index("ix_gw_feedback_created_at", "created_at"),)  # migration 0110_ui_indexes
 

@@ -27,6 +27,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"
+MEMO_SIZE = 4096  # label values remembered by MetricLabels.model
 
 
 class MetricLabels:
@@ -46,6 +47,9 @@ class MetricLabels:
         self.models = frozenset(models)
         self.tenants = frozenset(tenants)
         self.routers = routers
+        # value -> (the loaded routers it was computed for, its label): a request's label costs a dict hit
+        # instead of two regex matches and a Path per loaded router (bounded: cleared when full)
+        self._memo: dict[str, tuple[tuple[str | Path, ...], str]] = {}
 
     @classmethod
     def of(cls, config: GatewayConfig, routers: Callable[[], Iterable[str | Path]] = tuple) -> MetricLabels:
@@ -55,14 +59,23 @@ class MetricLabels:
     def model(self, value: str) -> str:
         if value in self.models or value == "":
             return value
+        routers = tuple(self.routers())
+        hit = self._memo.get(value)
+        if hit is not None and hit[0] == routers:
+            return hit[1]
+        label = OTHER
         readings = parse_router_model(value)
         if readings:
-            loaded = {Path(p).name for p in self.routers()}
+            loaded = {Path(p).name for p in routers}
             for router, threshold in readings:
                 if router in loaded:
                     knob = None if threshold is None else round(min(threshold, 1.0), 2)
-                    return router_model_name(router, knob)
-        return OTHER
+                    label = router_model_name(router, knob)
+                    break
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[value] = (routers, label)
+        return label
 
     def tenant(self, value: str) -> str:
         return value if value in self.tenants else OTHER

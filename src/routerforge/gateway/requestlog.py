@@ -19,6 +19,7 @@ from routerforge.errors import NotFoundError, PermissionDeniedError, ValidationE
 from routerforge.gateway.auth import Principal
 from routerforge.gateway.db import GatewayDB, GwAttempt, GwFeedback, GwRequest, utcnow
 from routerforge.gateway.logentry import LogEntry
+from routerforge.gateway.partitions import Coverage
 from routerforge.gateway.schemas import FeedbackRequest
 
 _REQ = GwRequest.__table__
@@ -36,6 +37,8 @@ class RequestLog:
     def __init__(self, db: GatewayDB, *, flush: Callable[[], None] | None = None) -> None:
         self.db = db
         self.flush = flush or (lambda: None)
+        # a time-partitioned PostgreSQL log (gateway/partitions.py): partitions made before a batch needs them
+        self.coverage = Coverage(db.log_engine)
 
     # -- writes ---------------------------------------------------------------------------------
     def write(self, entries: Sequence[LogEntry]) -> None:
@@ -44,15 +47,29 @@ class RequestLog:
             return
         rows = [{k: getattr(e, k) for k in REQUEST_COLUMNS} for e in entries]
         attempts = [
-            {"request_id": e.id, "seq": seq, **asdict(a)} for e in entries for seq, a in enumerate(e.attempts)
+            {"request_id": e.id, "seq": seq, "created_at": e.created_at, **asdict(a)}
+            for e in entries
+            for seq, a in enumerate(e.attempts)
         ]
-        with self.db.log_engine.begin() as conn:
-            conn.execute(insert(GwRequest), rows)  # executemany of one cached statement
-            if attempts:
-                conn.execute(insert(GwAttempt), attempts)
+        self.coverage.cover(e.created_at for e in entries)
+        try:
+            with self.db.log_engine.begin() as conn:
+                conn.execute(insert(GwRequest), rows)  # executemany of one cached statement
+                if attempts:
+                    conn.execute(insert(GwAttempt), attempts)
+        except Exception:
+            self.coverage.reset()  # the log may have been converted or partitions dropped: look again
+            raise
 
     def add_feedback(
-        self, *, request_id: str, tenant: str, rating: float, labels: dict[str, Any], comment: str | None
+        self,
+        *,
+        request_id: str,
+        tenant: str,
+        rating: float,
+        labels: dict[str, Any],
+        comment: str | None,
+        request_created_at: dt.datetime | None = None,
     ) -> int:
         with self.db.engine.begin() as conn:
             res = conn.execute(
@@ -63,6 +80,7 @@ class RequestLog:
                     labels=labels,
                     comment=comment,
                     created_at=utcnow(),
+                    request_created_at=request_created_at,
                 )
             )
             pk = res.inserted_primary_key
@@ -75,7 +93,10 @@ class RequestLog:
             row = conn.execute(select(_REQ).where(_REQ.c.id == request_id)).mappings().first()
             if row is None:
                 return None
-            atts = conn.execute(select(_ATT).where(_ATT.c.request_id == request_id).order_by(_ATT.c.seq))
+            stmt = select(_ATT).where(_ATT.c.request_id == request_id).order_by(_ATT.c.seq)
+            if self.coverage.partitioned():  # its attempts are in its request's partition only
+                stmt = stmt.where(_ATT.c.created_at == row["created_at"])
+            atts = conn.execute(stmt)
             out = dict(row)
             out["attempts"] = [_attempt_dict(a) for a in atts.mappings()]
         return out
@@ -101,6 +122,9 @@ class RequestLog:
             by_id: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
             if by_id:
                 atts = select(_ATT).where(_ATT.c.request_id.in_(list(by_id))).order_by(_ATT.c.seq)
+                if self.coverage.partitioned():  # only the partitions the rows are in
+                    times = [r["created_at"] for r in rows]
+                    atts = atts.where(_ATT.c.created_at >= min(times), _ATT.c.created_at <= max(times))
                 for a in conn.execute(atts).mappings():
                     by_id[a["request_id"]].append(_attempt_dict(a))
         for r in rows:
@@ -147,6 +171,7 @@ class RequestLog:
             rating=fb.rating,
             labels=fb.labels,
             comment=fb.comment,
+            request_created_at=row["created_at"],
         )
         return {"id": fid, "request_id": fb.request_id, "status": "recorded"}
 

@@ -8,6 +8,11 @@ at most one batch (measured: < 0.25 s for 2,000 requests), on PostgreSQL rows be
 writer needs. On PostgreSQL a prune that deleted rows ends with ``ANALYZE`` of the three tables, so the
 planner never works from the statistics of a much larger table.
 
+On a PostgreSQL log partitioned by time (``logging.partition``, :mod:`routerforge.gateway.partitions`) every
+partition that ends before the cutoff is dropped whole first (its rows counted, its requests' feedback
+deleted; ``DROP TABLE`` costs the same for 10 rows or 10 million), then the rest of the cutoff's own
+partition is deleted in batches as above; each round also creates the partitions ahead.
+
 Used by ``routerforge prune-logs`` (once) and, when ``logging.retention_days`` is set in the gateway's
 YAML, by :class:`RetentionPruner`, a daemon thread of the gateway that prunes every
 ``logging.prune_interval_s`` seconds.
@@ -27,6 +32,7 @@ from sqlalchemy import Table, delete, func, select
 
 from routerforge.errors import ValidationError
 from routerforge.gateway.db import GatewayDB, GwAttempt, GwFeedback, GwRequest, utcnow
+from routerforge.gateway.partitions import drop_partitions_before, ensure_ahead, table_state
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,10 @@ _REQ: Table = cast(Table, GwRequest.__table__)
 _ATT: Table = cast(Table, GwAttempt.__table__)
 _FB: Table = cast(Table, GwFeedback.__table__)
 DEFAULT_BATCH = 2000
+# SQLite: a WAL checkpoint (TRUNCATE) every this many batches. Without it the log writer's and the pruner's
+# alternating transactions starve the automatic (passive) checkpoints and the WAL grows with every page a
+# prune touches: measured 30 GB of WAL after ~3M of 5M rows deleted from a 10M-row log.
+SQLITE_CHECKPOINT_EVERY = 25
 
 
 @dataclass
@@ -46,6 +56,7 @@ class PruneReport:
     seconds: float = 0.0
     longest_batch_ms: float = 0.0
     complete: bool = True  # False when max_batches stopped it before the cutoff was reached
+    partitions_dropped: int = 0  # whole partitions dropped (a partitioned PostgreSQL log)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +68,7 @@ class PruneReport:
             "seconds": round(self.seconds, 3),
             "longest_batch_ms": round(self.longest_batch_ms, 3),
             "complete": self.complete,
+            "partitions_dropped": self.partitions_dropped,
         }
 
 
@@ -84,6 +96,22 @@ def prune_request_log(
         cutoff = cutoff.astimezone(dt.UTC).replace(tzinfo=None)
     report = PruneReport(cutoff=cutoff)
     started = time.perf_counter()
+    partitioned = False
+    sqlite = db.engine.dialect.name == "sqlite"
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:
+            mode = table_state(conn)[0]
+        if mode is not None:
+            partitioned = True
+            ensure_ahead(db.engine, mode)
+            dropped = drop_partitions_before(db.engine, cutoff)
+            report.partitions_dropped = len(dropped.partitions)
+            report.requests += dropped.requests
+            report.attempts += dropped.attempts
+            report.feedback += dropped.feedback
+            report.longest_batch_ms = dropped.longest_ms
+            if progress is not None and dropped.partitions:
+                progress(report)
     while max_batches is None or report.batches < max_batches:
         t0 = time.perf_counter()
         with db.engine.begin() as conn:
@@ -97,10 +125,17 @@ def prune_request_log(
             )
             if not ids:
                 break
-            report.attempts += conn.execute(delete(_ATT).where(_ATT.c.request_id.in_(ids))).rowcount or 0
+            att = delete(_ATT).where(_ATT.c.request_id.in_(ids))
+            if partitioned:  # the time bound lets PostgreSQL skip the newer partitions
+                att = att.where(_ATT.c.created_at < cutoff)
+            report.attempts += conn.execute(att).rowcount or 0
             report.feedback += conn.execute(delete(_FB).where(_FB.c.request_id.in_(ids))).rowcount or 0
-            report.requests += conn.execute(delete(_REQ).where(_REQ.c.id.in_(ids))).rowcount or 0
+            report.requests += (
+                conn.execute(delete(_REQ).where(_REQ.c.id.in_(ids), _REQ.c.created_at < cutoff)).rowcount or 0
+            )
         report.batches += 1
+        if sqlite and report.batches % SQLITE_CHECKPOINT_EVERY == 0:
+            _checkpoint(db)
         report.longest_batch_ms = max(report.longest_batch_ms, (time.perf_counter() - t0) * 1000)
         if progress is not None:
             progress(report)
@@ -110,6 +145,8 @@ def prune_request_log(
             time.sleep(pause_s)
     else:
         report.complete = False
+    if sqlite and report.batches % SQLITE_CHECKPOINT_EVERY:
+        _checkpoint(db)
     if report.requests and db.engine.dialect.name == "postgresql":
         # keep the planner's statistics current after a large delete (autovacuum does it too, later)
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -117,6 +154,13 @@ def prune_request_log(
                 conn.exec_driver_sql(f"ANALYZE {table.name}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _checkpoint(db: GatewayDB) -> None:
+    """Copy the WAL back into the database file and empty it; waits (busy timeout) for the log writer's
+    transaction in progress, then holds writers back for the copy (tens of ms for 25 batches)."""
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
 
 
 def count_older(db: GatewayDB, cutoff: dt.datetime) -> int:

@@ -52,6 +52,7 @@ from routerforge.gateway.ledger import build_ledger
 from routerforge.gateway.logentry import UNKNOWN_TENANT, AttemptEntry, LogEntry
 from routerforge.gateway.logwriter import LogWriter
 from routerforge.gateway.metrics import GatewayMetrics
+from routerforge.gateway.partitions import setup_partitioning
 from routerforge.gateway.ratelimit import Counters, RateLimiter, build_counters
 from routerforge.gateway.requestlog import RequestLog
 from routerforge.gateway.retention import RetentionPruner
@@ -165,6 +166,13 @@ class GatewayService:
         durable = config.logging.durability == "commit"
         db = GatewayDB(settings.store_url, durable_log=durable) if store else None
         if db is not None:
+            try:
+                done = setup_partitioning(db.engine, config.logging.partition)
+            except BaseException:
+                db.close()
+                raise
+            if config.logging.partition != "none":
+                log.info("request log partitioning (%s): %s", config.logging.partition, done)
             for t in config.tenants:
                 db.ensure_tenant(t.name, training_opt_out=t.training_opt_out)
         return cls(settings, config, db=db)

@@ -35,6 +35,11 @@ class EdgeIndex:
     :meth:`optimize` differs from build to build). ``hnsw_ef`` widens the HNSW search. ``wal=False``
     creates the shard without a write-ahead log (faster writes, durable only after :meth:`flush`: for a
     scratch shard rebuilt from saved vectors). ``mode``: see :data:`~routerforge.index.base.OpenMode`.
+    ``search_threads``: the shard's search thread pool (``None``: one per CPU, Qdrant's default). ``1``
+    runs every search in the calling thread: a shard of one segment (a router's scratch shard) has nothing
+    to search in parallel, and handing each query to a pool thread costs a thread wake-up, which on a
+    busy machine can take longer than the search itself. Given when reopening a shard, the count is saved
+    with it (Qdrant Edge rewrites the shard's configuration).
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class EdgeIndex:
         exact: bool = False,
         wal: bool = True,
         mode: OpenMode = "open_or_create",
+        search_threads: int | None = None,
     ) -> None:
         import qdrant_edge as qe
 
@@ -53,6 +59,7 @@ class EdgeIndex:
         self.dim = int(dim)
         self.hnsw_ef = hnsw_ef
         self.exact = exact
+        self.search_threads = search_threads
         self._qe = qe
         if mode == "replace" and is_shard(self.path):
             shutil.rmtree(self.path)
@@ -69,18 +76,24 @@ class EdgeIndex:
                     hint="Use the embedder the index was built with, or rebuild the index.",
                 )
             try:
-                self._shard = qe.EdgeShard.load(str(self.path))
+                runtime = None if search_threads is None else self._config(None, search_threads)
+                self._shard = qe.EdgeShard.load(str(self.path), runtime)
             except Exception as exc:  # the binding raises plain exceptions
                 raise ArtifactError(f"Cannot open the Qdrant Edge shard in {self.path}: {exc}") from exc
         else:
-            config = qe.EdgeConfig(
-                vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
-                sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-                wal_enabled=wal,
-            )
             private_dir(self.path)  # 0700, like every file routerforge writes (routerforge.files)
-            self._shard = qe.EdgeShard.create(str(self.path), config)
+            self._shard = qe.EdgeShard.create(str(self.path), self._config(wal, search_threads))
         self._closed = False
+
+    def _config(self, wal: bool | None, search_threads: int | None) -> Any:
+        """The shard schema (``wal`` ``None``: keep the shard's own setting, when loading)."""
+        qe = self._qe
+        return qe.EdgeConfig(
+            vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            wal_enabled=wal,
+            max_search_threads=search_threads,
+        )
 
     # -- writes -----------------------------------------------------------------------------------
     def upsert(

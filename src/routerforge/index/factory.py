@@ -18,11 +18,13 @@ def open_index(
     exact: bool = False,
     mode: OpenMode = "open_or_create",
     wal: bool = True,
+    search_threads: int | None = None,
 ) -> Index:
     """``settings.kind == "edge"``: an :class:`EdgeIndex` in ``path``; ``"qdrant"``: a :class:`QdrantIndex`
     collection ``collection`` at ``settings.url`` (``":memory:"`` or a directory for qdrant-client's local
     mode). ``exact``: exhaustive dense search; ``mode``: see :data:`~routerforge.index.base.OpenMode`;
-    ``wal`` (Edge only): keep a write-ahead log (off for a scratch shard rebuilt from saved vectors).
+    ``wal`` (Edge only): keep a write-ahead log (off for a scratch shard rebuilt from saved vectors);
+    ``search_threads`` (Edge only): the shard's search pool (1: search in the calling thread).
 
     An unreachable server raises :class:`~routerforge.errors.IndexUnavailableError` here, not later.
     """
@@ -34,7 +36,15 @@ def open_index(
             )
         from routerforge.index.edge import EdgeIndex
 
-        return EdgeIndex(path, dim, exact=exact, mode=mode, wal=wal, hnsw_ef=settings.hnsw_ef)
+        return EdgeIndex(
+            path,
+            dim,
+            exact=exact,
+            mode=mode,
+            wal=wal,
+            hnsw_ef=settings.hnsw_ef,
+            search_threads=search_threads,
+        )
     if not settings.url:
         raise ConfigError(
             "index.kind is 'qdrant' but index.url is not set.",

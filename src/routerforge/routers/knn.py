@@ -153,6 +153,7 @@ class KnnRouter(Router):
                 exact=bool(self.exact),
                 mode="replace",
                 wal=False,  # a scratch shard: rebuilt from the saved vectors, never recovered
+                search_threads=1,  # one segment: search in the caller's thread, no pool hand-off
             )
         except BaseException:
             if workdir is not None:

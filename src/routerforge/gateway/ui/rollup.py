@@ -25,7 +25,19 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Float, Integer, String, and_, case, func, literal_column, select
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from routerforge.data.schema import Base
@@ -218,19 +230,40 @@ def tenant_groups_raw(conn: Any, a: dt.datetime, b: dt.datetime, limit: int) -> 
     ]
 
 
+def _ratings(a: dt.datetime, b: dt.datetime) -> Any:
+    """The ratings given in ``[a, b)`` with their request's answering model and policy, one row each
+    (``rated_at``, ``rating``, ``model``, ``policy``). A rating recorded since revision 0150 carries its
+    request's ``created_at`` and is joined on (id, created_at): on a log partitioned by time PostgreSQL then
+    probes the one partition holding the request instead of every partition's key index; older ratings
+    (NULL there) are joined by id alone."""
+
+    def part(on: Any, *where: Any) -> Any:
+        return (
+            select(
+                _FB.c.created_at.label("rated_at"),
+                _FB.c.rating.label("rating"),
+                _answered().label("model"),
+                func.coalesce(_REQ.c.policy, _const(NO_POLICY)).label("policy"),
+            )
+            .select_from(_FB.join(_REQ, on))
+            .where(_FB.c.created_at >= a, _FB.c.created_at < b, *where)
+        )
+
+    keyed = and_(_REQ.c.id == _FB.c.request_id, _REQ.c.created_at == _FB.c.request_created_at)
+    legacy = part(_REQ.c.id == _FB.c.request_id, _FB.c.request_created_at.is_(None))
+    return union_all(part(keyed), legacy).subquery()
+
+
 def feedback_groups_raw(conn: Any, a: dt.datetime, b: dt.datetime, limit: int) -> list[dict[str, Any]]:
-    model = _answered()
-    policy = func.coalesce(_REQ.c.policy, _const(NO_POLICY))
+    r = _ratings(a, b)
     stmt = (
         select(
-            model.label("model"),
-            policy.label("policy"),
+            r.c.model,
+            r.c.policy,
             func.count().label("ratings"),
-            func.sum(_FB.c.rating).label("rating_sum"),
+            func.sum(r.c.rating).label("rating_sum"),
         )
-        .select_from(_FB.join(_REQ, _REQ.c.id == _FB.c.request_id))
-        .where(_FB.c.created_at >= a, _FB.c.created_at < b)
-        .group_by(model, policy)
+        .group_by(r.c.model, r.c.policy)
         .limit(limit)
     )
     return [
@@ -361,13 +394,12 @@ def _roll(engine: Engine, run: list[dt.datetime]) -> None:
             .where(_in(a, b))
             .group_by(hour, _REQ.c.tenant)
         ).all()
-        fb_hour = _hour_of(conn, _FB.c.created_at)
-        policy = func.coalesce(_REQ.c.policy, _const(NO_POLICY))
+        rated = _ratings(a, b)
+        fb_hour = _hour_of(conn, rated.c.rated_at)
         feedback = conn.execute(
-            select(fb_hour, _answered(), policy, func.count(), func.sum(_FB.c.rating))
-            .select_from(_FB.join(_REQ, _REQ.c.id == _FB.c.request_id))
-            .where(_FB.c.created_at >= a, _FB.c.created_at < b)
-            .group_by(fb_hour, _answered(), policy)
+            select(fb_hour, rated.c.model, rated.c.policy, func.count(), func.sum(rated.c.rating)).group_by(
+                fb_hour, rated.c.model, rated.c.policy
+            )
         ).all()
         if models:
             conn.execute(

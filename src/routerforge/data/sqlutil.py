@@ -123,8 +123,9 @@ def upgrade_schema(engine: Engine) -> None:
             command.upgrade(config, "heads")
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        shown = engine.url.difference_update_query(["options"])  # without the session options added here
         raise ConfigError(
-            f"Cannot open the store at {safe_url(engine.url.render_as_string(hide_password=False))}: {reason}",
+            f"Cannot open the store at {safe_url(shown.render_as_string(hide_password=False))}: {reason}",
             hint="Check --store / data.store_url (ROUTERFORGE_DATA__STORE_URL) and that the database is up.",
         ) from exc
 

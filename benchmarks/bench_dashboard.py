@@ -116,13 +116,13 @@ def prompt_text(rng: random.Random, i: int) -> str:
     return f"#{i % 50000} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 30)))
 
 
-def synthetic_request(rng: random.Random, i: int, texts: list[str]) -> tuple[Any, ...]:
-    """One synthetic request's fields (shared by this benchmark and ``logfill.py``): synthetic model,
-    chosen, requested, status, answered, text, routing_ms, upstream_ms, tokens in/out, cost, predicted
-    scores, decision."""
+def synthetic_row(
+    rng: random.Random, i: int, texts: list[str], created: dt.datetime, rid: str | None = None
+) -> tuple[Any, ...]:
+    """One synthetic request row in ``COLUMNS`` order (shared by this benchmark and ``logfill.py``); its id is
+    ``rid``, or drawn here after the request's fields."""
     syn = SYNTHETIC[rng.randrange(len(SYNTHETIC))] if rng.random() < 0.85 else None
     chosen = MODELS[min(int(rng.expovariate(0.6)), len(MODELS) - 1)]
-    requested = syn or chosen
     status = 200 if rng.random() > 0.03 else rng.choice([429, 500, 502, 499, 400])
     answered = None if status >= 400 else chosen
     if status == 200 and rng.random() < 0.02:
@@ -146,21 +146,20 @@ def synthetic_request(rng: random.Random, i: int, texts: list[str]) -> tuple[Any
         if syn
         else None
     )
-    return (
-        syn,
-        chosen,
-        requested,
-        status,
-        answered,
-        text,
-        routing_ms,
-        upstream_ms,
-        tin,
-        tout,
-        cost,
-        predicted,
-        decision,
+    rid = rid or f"{i:08x}{rng.getrandbits(64):016x}"
+    tenant = TENANTS[min(int(rng.expovariate(0.3)), len(TENANTS) - 1)]
+    answer = (
+        f"answer from {answered}: " + " ".join(rng.choice(WORDS) for _ in range(20)) if answered else None
     )
+    return (
+        rid, tenant, None, created, "chat", syn or chosen, syn, chosen, answered, status,
+        None if status < 400 else f"upstream error {status}", False, text,
+        json.dumps([{"role": "user", "content": text}]), answer,
+        json.dumps(predicted) if predicted else None,
+        decision["reason"] if decision else "pass-through", 0.5 if syn else None,
+        "threshold" if syn else None, json.dumps(decision) if decision else None,
+        tin, tout, False, cost, routing_ms, upstream_ms, (routing_ms or 0) + (upstream_ms or 0) + 1.0,
+    )  # fmt: skip
 
 
 def make_rows(n: int, now: dt.datetime, seed: int = 0) -> tuple[list[tuple[Any, ...]], list[str]]:
@@ -179,55 +178,7 @@ def make_rows(n: int, now: dt.datetime, seed: int = 0) -> tuple[list[tuple[Any, 
     times.sort()
     start = now - dt.timedelta(seconds=span)
     for i, t in enumerate(times):
-        created = start + dt.timedelta(seconds=t)
-        (
-            syn,
-            chosen,
-            requested,
-            status,
-            answered,
-            text,
-            routing_ms,
-            upstream_ms,
-            tin,
-            tout,
-            cost,
-            predicted,
-            decision,
-        ) = synthetic_request(rng, i, eval_texts)
-        rows.append(
-            (
-                f"{i:08x}{rng.getrandbits(64):016x}",
-                TENANTS[min(int(rng.expovariate(0.3)), len(TENANTS) - 1)],
-                None,
-                created,
-                "chat",
-                requested,
-                syn,
-                chosen,
-                answered,
-                status,
-                None if status < 400 else f"upstream error {status}",
-                False,
-                text,
-                json.dumps([{"role": "user", "content": text}]),
-                f"answer from {answered}: " + " ".join(rng.choice(WORDS) for _ in range(20))
-                if answered
-                else None,
-                json.dumps(predicted) if predicted else None,
-                decision["reason"] if decision else "pass-through",
-                0.5 if syn else None,
-                "threshold" if syn else None,
-                json.dumps(decision) if decision else None,
-                tin,
-                tout,
-                False,
-                cost,
-                routing_ms,
-                upstream_ms,
-                (routing_ms or 0) + (upstream_ms or 0) + 1.0,
-            )
-        )
+        rows.append(synthetic_row(rng, i, eval_texts, start + dt.timedelta(seconds=t)))
     return rows, eval_texts
 
 
@@ -357,21 +308,26 @@ def fill_postgres(url: str, rows: list[tuple[Any, ...]], eval_texts: list[str], 
                 for i, r in enumerate(rows):
                     if i % 20 == 0 and r[8]:
                         cp.write_row((r[0], r[1], float(i % 5) / 4, "{}", r[3] + dt.timedelta(minutes=5)))
-            prompts, records = _eval_rows(eval_texts)
-            cur.execute("INSERT INTO datasets (id, name, created) VALUES (1, 'bench-eval', %s)", (now,))
-            with cur.copy("COPY prompts (id, dataset_id, key, text, text_hash) FROM STDIN") as cp:
-                for p in prompts:
-                    cp.write_row(p)
-            with cur.copy(
-                "COPY eval_records (prompt_id, model, score, cost_usd, latency_ms, response, created) FROM STDIN"
-            ) as cp:
-                for rec in records:
-                    cp.write_row((*rec, now))
-            cur.execute("SELECT setval(pg_get_serial_sequence('prompts', 'id'), 20001)")
+            _fill_eval_postgres(cur, eval_texts, now)
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - t0
+
+
+def _fill_eval_postgres(cur: Any, texts: list[str], now: dt.datetime) -> None:
+    """The eval dataset behind the drill-down's answers (``_eval_rows``), by COPY on a psycopg cursor."""
+    prompts, records = _eval_rows(texts)
+    cur.execute("INSERT INTO datasets (id, name, created) VALUES (1, 'bench-eval', %s)", (now,))
+    with cur.copy("COPY prompts (id, dataset_id, key, text, text_hash) FROM STDIN") as cp:
+        for p in prompts:
+            cp.write_row(p)
+    with cur.copy(
+        "COPY eval_records (prompt_id, model, score, cost_usd, latency_ms, response, created) FROM STDIN"
+    ) as cp:
+        for rec in records:
+            cp.write_row((*rec, now))
+    cur.execute("SELECT setval(pg_get_serial_sequence('prompts', 'id'), 20001)")
 
 
 def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
@@ -464,27 +420,28 @@ def measure(url: str, rows: list[tuple[Any, ...]], now: dt.datetime, reps: int) 
     return out
 
 
-def pg_create() -> str | None:
+def pg_create(name: str = PG_DB) -> str | None:
+    """A fresh database ``name`` on the local PostgreSQL (``None`` when no server answers)."""
     from sqlalchemy import create_engine, text
 
     try:
         engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))  # left by an interrupted run
-            conn.execute(text(f"CREATE DATABASE {PG_DB}"))
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))  # left by an interrupted run
+            conn.execute(text(f"CREATE DATABASE {name}"))
         engine.dispose()
     except Exception as exc:  # no server: reported as not run
         print(f"PostgreSQL not available: {exc}", file=sys.stderr)
         return None
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
-def pg_drop() -> None:
+def pg_drop(name: str = PG_DB) -> None:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     engine.dispose()
 
 

@@ -43,7 +43,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PG_DB = "rf_bench_logscale"
 PARTITION = "daily"
 
@@ -106,30 +105,6 @@ def run_fill(url: str, rows: int, now: dt.datetime, chunk: int, work: Path) -> d
 
 
 # ----------------------------------------------------------------------------------------------- stores
-def pg_create() -> str | None:
-    from sqlalchemy import create_engine, text
-
-    try:
-        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
-            conn.execute(text(f"CREATE DATABASE {PG_DB}"))
-        engine.dispose()
-    except Exception as exc:
-        _log(f"PostgreSQL not available: {exc}")
-        return None
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
-
-
-def pg_drop() -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
-    engine.dispose()
-
-
 def disk_mb(url: str, sqlite_path: Path | None) -> float:
     if sqlite_path is not None:
         return round(
@@ -242,7 +217,7 @@ def prune_half(db: Any, now: dt.datetime, budget_s: float | None = None) -> dict
 
 
 def run_one(store: str, rows: int, args: argparse.Namespace) -> dict[str, Any]:
-    from bench_dashboard import measure
+    from bench_dashboard import measure, pg_create, pg_drop
     from sqlalchemy import text
 
     from routerforge.gateway.db import GatewayDB, utcnow
@@ -268,7 +243,7 @@ def run_one(store: str, rows: int, args: argparse.Namespace) -> dict[str, Any]:
             p.unlink()
         url = f"sqlite:///{sqlite_path}"
     else:
-        maybe = pg_create()
+        maybe = pg_create(PG_DB)
         if maybe is None:
             doc.update(ran=False, why="no PostgreSQL on 127.0.0.1:5432")
             return doc
@@ -322,7 +297,7 @@ def run_one(store: str, rows: int, args: argparse.Namespace) -> dict[str, Any]:
             for p in work.glob("log_scale.db*"):
                 p.unlink()
         else:
-            pg_drop()
+            pg_drop(PG_DB)
     doc["load_avg_end"] = _load()
     _log(f"{store} {rows:,}: done")
     return doc

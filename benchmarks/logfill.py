@@ -16,7 +16,6 @@ filler's peak RSS by ``bench_log_scale.py``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import sqlite3
 import time
@@ -26,16 +25,17 @@ from typing import Any
 
 from bench_dashboard import (
     COLUMNS,
-    TENANTS,
-    WORDS,
-    _eval_rows,
+    _fill_eval_postgres,
     _ts,
     prompt_text,
-    synthetic_request,
+    synthetic_row,
 )
 
 ATTEMPT_COLUMNS = ["request_id", "seq", "model", "status", "status_code", "latency_ms", "created_at"]
 FEEDBACK_COLUMNS = ["request_id", "tenant", "rating", "labels", "created_at", "request_created_at"]
+_CHOSEN, _ANSWERED, _STATUS, _UPSTREAM_MS = (
+    COLUMNS.index(c) for c in ("chosen_model", "answered_model", "status", "upstream_ms")
+)
 
 
 @dataclass
@@ -121,39 +121,10 @@ def synthetic_chunks(
             rid = f"{rng.getrandbits(96):024x}"
             if samples is not None and (i % step == 0 or i == n - 1):
                 samples[i] = rid
-            (
-                syn,
-                chosen,
-                requested,
-                status,
-                answered,
-                text,
-                routing_ms,
-                upstream_ms,
-                tin,
-                tout,
-                cost,
-                predicted,
-                decision,
-            ) = synthetic_request(rng, i, texts)
-            tenant = TENANTS[min(int(rng.expovariate(0.3)), len(TENANTS) - 1)]
-            answer = (
-                f"answer from {answered}: " + " ".join(rng.choice(WORDS) for _ in range(20))
-                if answered
-                else None
-            )
-            reqs.append(
-                (
-                    rid, tenant, None, created, "chat", requested, syn, chosen, answered, status,
-                    None if status < 400 else f"upstream error {status}", False, text,
-                    json.dumps([{"role": "user", "content": text}]), answer,
-                    json.dumps(predicted) if predicted else None,
-                    decision["reason"] if decision else "pass-through", 0.5 if syn else None,
-                    "threshold" if syn else None, json.dumps(decision) if decision else None,
-                    tin, tout, False, cost, routing_ms, upstream_ms,
-                    (routing_ms or 0) + (upstream_ms or 0) + 1.0,
-                )
-            )  # fmt: skip
+            row = synthetic_row(rng, i, texts, created, rid)
+            reqs.append(row)
+            tenant, chosen, answered, status = row[1], row[_CHOSEN], row[_ANSWERED], row[_STATUS]
+            upstream_ms = row[_UPSTREAM_MS]
             atts.append((rid, 0, chosen, "ok" if status < 400 else "error", status, upstream_ms, created))
             if i % 20 == 0 and answered:
                 fbs.append((rid, tenant, float(i % 5) / 4, "{}", created + dt.timedelta(minutes=5), created))
@@ -220,17 +191,7 @@ def _fill_postgres(
                         cp.write_row(f)
                 conn.commit()  # one transaction per chunk
                 _count(report, c)
-            prompts, records = _eval_rows(texts)
-            cur.execute("INSERT INTO datasets (id, name, created) VALUES (1, 'bench-eval', %s)", (now,))
-            with cur.copy("COPY prompts (id, dataset_id, key, text, text_hash) FROM STDIN") as cp:
-                for p in prompts:
-                    cp.write_row(p)
-            with cur.copy(
-                "COPY eval_records (prompt_id, model, score, cost_usd, latency_ms, response, created) FROM STDIN"
-            ) as cp:
-                for rec in records:
-                    cp.write_row((*rec, now))
-            cur.execute("SELECT setval(pg_get_serial_sequence('prompts', 'id'), 20001)")
+            _fill_eval_postgres(cur, texts, now)
         conn.commit()
 
 

@@ -158,3 +158,11 @@ def test_serve_validates_the_config_first(rf_home: Path, capsys: pytest.CaptureF
     assert "No trained router" in capsys.readouterr().err
     assert main(["serve", "--config", str(rf_home / "absent.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    binary = rf_home / "binary.yaml"
+    binary.write_bytes(b"\x00\xbf\xff" * 1000)  # not UTF-8: a clear error, no traceback
+    for cmd in (["serve", "--config", str(binary)], ["partition-logs", "--config", str(binary)]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert "is not UTF-8 text" in err and "Traceback" not in err
+    assert main(["serve", "--config", str(rf_home)]) == 2  # a directory
+    assert "Cannot read the gateway config" in capsys.readouterr().err

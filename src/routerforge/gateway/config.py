@@ -593,6 +593,12 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
         raise ConfigError(
             f"Gateway config {p} does not exist.", hint="Check the path given to --config."
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Gateway config {p} is not UTF-8 text (byte {exc.start}).", hint="Pass the gateway's YAML file."
+        ) from exc
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"Cannot read the gateway config {p}: {exc.strerror or exc}.") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"Gateway config {p} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

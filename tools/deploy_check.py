@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import yaml
@@ -460,24 +460,13 @@ def compose_stack(rep: Report, args: argparse.Namespace, base: str, work: Path) 
         if not rep.check("compose: one key, both gateways", keys_shared):
             return
 
+        def new_key(gateway: str, tenant: str) -> dict[str, Any]:
+            """A key made inside ``gateway``'s container (``keys create --json``)."""
+            cmd = [*dc, "exec", "-T", gateway, "routerforge", "keys", "create", "--tenant", tenant, "--json"]
+            return cast(dict[str, Any], json.loads(run(cmd, env=env).stdout))
+
         def budget_sequential() -> str:
-            made = json.loads(
-                run(
-                    [
-                        *dc,
-                        "exec",
-                        "-T",
-                        "gateway-2",
-                        "routerforge",
-                        "keys",
-                        "create",
-                        "--tenant",
-                        "shop",
-                        "--json",
-                    ],
-                    env=env,
-                ).stdout
-            )
+            made = new_key("gateway-2", "shop")
             rows["shop"] = made
             codes = [chat(gws[i % 2], made["key"], "fake-pricey", max_tokens=4).status_code for i in range(8)]
             answered = codes.count(200)
@@ -487,23 +476,7 @@ def compose_stack(rep: Report, args: argparse.Namespace, base: str, work: Path) 
         rep.check("compose: tenant budget shared (sequential)", budget_sequential)
 
         def budget_burst() -> str:
-            made = json.loads(
-                run(
-                    [
-                        *dc,
-                        "exec",
-                        "-T",
-                        "gateway-1",
-                        "routerforge",
-                        "keys",
-                        "create",
-                        "--tenant",
-                        "burst",
-                        "--json",
-                    ],
-                    env=env,
-                ).stdout
-            )
+            made = new_key("gateway-1", "burst")
             with concurrent.futures.ThreadPoolExecutor(12) as pool:
                 codes = list(
                     pool.map(
@@ -580,23 +553,7 @@ def compose_stack(rep: Report, args: argparse.Namespace, base: str, work: Path) 
         rep.check("compose: routers volume writable and shared", routers_volume)
 
         def failover() -> str:
-            made = json.loads(
-                run(
-                    [
-                        *dc,
-                        "exec",
-                        "-T",
-                        "gateway-2",
-                        "routerforge",
-                        "keys",
-                        "create",
-                        "--tenant",
-                        "acme",
-                        "--json",
-                    ],
-                    env=env,
-                ).stdout
-            )
+            made = new_key("gateway-2", "acme")
             run([*dc, "kill", "gateway-1"], env=env)
             codes = [chat(gws[1], made["key"], text=f"after kill {i}").status_code for i in range(5)]
             assert codes == [200] * 5, codes

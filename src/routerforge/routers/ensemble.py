@@ -29,6 +29,7 @@ import numpy as np
 from routerforge.errors import ArtifactError, ValidationError
 from routerforge.routers.base import Explanation, PromptBatch, Router
 from routerforge.routers.innercv import inner_folds
+from routerforge.routers.optim import sigmoid
 from routerforge.routers.registry import create_router, load_router, register_router
 
 DEFAULT_MEMBERS: list[dict[str, Any]] = [
@@ -72,8 +73,7 @@ def _logit_stack(z: np.ndarray, y: np.ndarray, start: np.ndarray, l2: float) -> 
         t = design @ b
         # mean soft-label cross-entropy, computed stably: log(1 + e^t) − y·t
         value = float(np.mean(np.logaddexp(0.0, t) - y * t)) + l2 * float(b[:k] @ b[:k]) / n
-        p = 0.5 * (1.0 + np.tanh(0.5 * t))
-        grad = design.T @ (p - y) / n
+        grad = design.T @ (sigmoid(t) - y) / n
         grad[:k] += 2.0 * l2 * b[:k] / n
         return value, grad
 
@@ -213,7 +213,7 @@ class EnsembleRouter(Router):
         if self.stack_coef_ is not None and self.stack_bias_ is not None:
             if self.combine == "logit":
                 z = np.einsum("knm,km->nm", _logit(preds), self.stack_coef_) + self.stack_bias_
-                return 1.0 / (1.0 + np.exp(-z))
+                return sigmoid(z)
             return np.einsum("knm,km->nm", preds, self.stack_coef_) + self.stack_bias_
         return np.tensordot(self.weights_, preds, axes=1)
 
